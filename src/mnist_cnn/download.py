@@ -1,0 +1,213 @@
+"""Fetch the four MNIST IDX files from a list of mirrors and verify their content.
+
+A mirror is an http(s) URL or a local directory. Each file is streamed to a temporary name,
+its decompressed SHA-256 checked, and only then renamed into place. Transient failures
+(connection errors, timeouts, 429, 5xx) are retried with exponential backoff; 403/404, bad
+content and exhausted retries fall through to the next mirror. Redirects from https to http
+are refused.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import hashlib
+import logging
+import os
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Callable, Iterable
+
+from mnist_cnn.atomic import atomic_path
+from mnist_cnn.config import MNIST_FILES, DataParams
+from mnist_cnn.errors import DataError
+
+log = logging.getLogger(__name__)
+
+CHUNK = 1 << 16
+MAX_DOWNLOAD_BYTES = 64 << 20  # the largest MNIST file is ~10 MB compressed
+MAX_DECOMPRESSED_BYTES = 64 << 20  # ... and 47 MB decompressed
+
+
+class _Transient(Exception):
+    """Worth retrying on the same mirror."""
+
+
+class _Fatal(Exception):
+    """Give up on this mirror for this file."""
+
+
+@dataclasses.dataclass(frozen=True)
+class FetchResult:
+    name: str
+    mirror: str
+    compressed_bytes: int
+    decompressed_bytes: int
+    sha256: str
+    seconds: float
+    attempts: int
+
+
+class _NoDowngradeRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: D401 - urllib API
+        old = urllib.parse.urlsplit(req.full_url).scheme
+        new = urllib.parse.urlsplit(newurl).scheme
+        if old == "https" and new != "https":
+            raise _Fatal(f"refused redirect from https to {new}: {newurl}")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+_opener = urllib.request.build_opener(_NoDowngradeRedirect())
+
+
+def resolve_mirrors(params: DataParams, env: dict[str, str] | None = None) -> list[str]:
+    """Mirrors in the order they are tried: $MNIST_MIRROR first, then params' list."""
+    env = os.environ if env is None else env
+    mirrors = list(params.mirrors)
+    extra = env.get("MNIST_MIRROR", "").strip()
+    if extra:
+        mirrors = [extra] + [m for m in mirrors if m != extra]
+    return mirrors
+
+
+def _is_url(mirror: str) -> bool:
+    return urllib.parse.urlsplit(mirror).scheme in ("http", "https")
+
+
+def _join(mirror: str, filename: str) -> str:
+    return mirror if mirror.endswith("/" + filename) else mirror.rstrip("/") + "/" + filename
+
+
+def gunzip_sha256(path: Path, limit: int = MAX_DECOMPRESSED_BYTES) -> tuple[str, int]:
+    """SHA-256 and size of the decompressed content of gzip file `path`."""
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        with gzip.open(path, "rb") as fh:
+            while chunk := fh.read(CHUNK):
+                size += len(chunk)
+                if size > limit:
+                    raise DataError(f"{path.name}: decompresses to more than {limit} bytes; not an MNIST file")
+                digest.update(chunk)
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        raise DataError(f"{path.name}: not a valid gzip file ({exc})") from None
+    return digest.hexdigest(), size
+
+
+def _copy_stream(src, dst, total: int | None, label: str, progress: bool) -> int:
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, unit="B", unit_scale=True, desc=label, leave=False)
+    written = 0
+    try:
+        while chunk := src.read(CHUNK):
+            written += len(chunk)
+            if written > MAX_DOWNLOAD_BYTES:
+                raise _Fatal(f"more than {MAX_DOWNLOAD_BYTES} bytes; not an MNIST file")
+            dst.write(chunk)
+            if bar is not None:
+                bar.update(len(chunk))
+    finally:
+        if bar is not None:
+            bar.close()
+    if total is not None and written != total:
+        raise _Transient(f"connection closed after {written} of {total} bytes")
+    return written
+
+
+def _fetch_once(url_or_path: str, dest: Path, timeout: float, progress: bool) -> int:
+    label = Path(urllib.parse.urlsplit(url_or_path).path).name
+    if not _is_url(url_or_path):
+        src = Path(url_or_path)
+        if not src.is_file():
+            raise _Fatal(f"no such file {src}")
+        with open(src, "rb") as fin, open(dest, "wb") as fout:
+            return _copy_stream(fin, fout, src.stat().st_size, label, progress)
+    request = urllib.request.Request(url_or_path, headers={"User-Agent": "mnist-cnn-pipeline"})
+    try:
+        with _opener.open(request, timeout=timeout) as resp, open(dest, "wb") as fout:
+            length = resp.headers.get("Content-Length")
+            return _copy_stream(resp, fout, int(length) if length and length.isdigit() else None, label, progress)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 429 or exc.code >= 500:
+            raise _Transient(f"HTTP {exc.code} {exc.reason}") from None
+        raise _Fatal(f"HTTP {exc.code} {exc.reason}") from None
+    except _Fatal:
+        raise
+    except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        if isinstance(reason, _Fatal):
+            raise reason from None
+        raise _Transient(f"{type(reason).__name__}: {reason}") from None
+
+
+def fetch_file(
+    name: str,
+    expected_sha256: str,
+    mirrors: Iterable[str],
+    out_dir: Path,
+    params: DataParams,
+    progress: bool = True,
+    sleep: Callable[[float], None] = time.sleep,
+) -> FetchResult:
+    """Fetch `name`.gz into `out_dir` from the first mirror that serves verified content."""
+    filename = f"{name}.gz"
+    final = out_dir / filename
+    failures: list[str] = []
+    for mirror in mirrors:
+        source = _join(mirror, filename)
+        attempts = 0
+        start = time.monotonic()
+        while True:
+            attempts += 1
+            try:
+                with atomic_path(final) as tmp:
+                    size = _fetch_once(source, tmp, params.timeout_s, progress)
+                    try:
+                        digest, raw_size = gunzip_sha256(tmp)
+                    except DataError as exc:
+                        raise _Fatal(str(exc).split(": ", 1)[-1]) from None
+                    if digest != expected_sha256:
+                        raise _Fatal(f"checksum mismatch: content sha256 {digest[:12]}..., expected {expected_sha256[:12]}...")
+                return FetchResult(name, mirror, size, raw_size, digest, time.monotonic() - start, attempts)
+            except _Transient as exc:
+                if attempts < params.retries:
+                    delay = params.backoff_s * 2 ** (attempts - 1)
+                    log.warning("%s from %s: %s; retrying in %.1fs", filename, mirror, exc, delay)
+                    sleep(delay)
+                    continue
+                failures.append(f"{mirror}: {exc} (after {attempts} attempts)")
+            except _Fatal as exc:
+                failures.append(f"{mirror}: {exc}")
+            break
+        log.warning("%s: giving up on %s", filename, failures[-1])
+    detail = "\n  ".join(failures)
+    raise DataError(
+        f"could not fetch {filename} from any mirror:\n  {detail}\n"
+        "Set MNIST_MIRROR to a reachable URL or a local directory holding the MNIST .gz files."
+    )
+
+
+def fetch_all(params: DataParams, out_dir: Path, progress: bool = True) -> list[FetchResult]:
+    """Fetch and verify all four files into `out_dir` (which should be a fresh directory)."""
+    mirrors = resolve_mirrors(params)
+    for mirror in mirrors:
+        if not _is_url(mirror) and urllib.parse.urlsplit(mirror).scheme not in ("", "file"):
+            raise DataError(f"mirror {mirror!r} is neither an http(s) URL nor a local directory")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return [
+        fetch_file(name, params.sha256[name], [_local(m) for m in mirrors], out_dir, params, progress)
+        for name in MNIST_FILES
+    ]
+
+
+def _local(mirror: str) -> str:
+    if mirror.startswith("file://"):
+        return urllib.parse.unquote(urllib.parse.urlsplit(mirror).path)
+    return mirror
+

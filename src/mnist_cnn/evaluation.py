@@ -1,0 +1,70 @@
+"""Test-set metrics: accuracy, loss, per-class and macro precision/recall/F1, confusion matrix,
+and the indices of sample and worst predictions for the figures."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from mnist_cnn.data import NUM_CLASSES
+
+
+@dataclasses.dataclass(frozen=True)
+class Evaluation:
+    metrics: dict[str, float]  # flat, named `test_*`: the project's one naming scheme
+    report: list[dict[str, object]]  # one row per class plus macro and weighted averages
+    confusion: np.ndarray  # (10, 10) counts, rows = true digit, columns = predicted
+    predicted: np.ndarray  # (N,) predicted digit
+    confidence: np.ndarray  # (N,) probability of the predicted digit
+    worst: np.ndarray  # indices of the most confident mistakes, worst first
+
+
+def predict_proba(model, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+    """Probabilities for uint8 images (N, 28, 28); calls the model directly, batch by batch."""
+    import keras
+
+    out = []
+    for i in range(0, len(x), batch_size):
+        batch = x[i : i + batch_size, ..., None].astype("float32")
+        out.append(keras.ops.convert_to_numpy(model(batch, training=False)))
+    return np.concatenate(out) if out else np.zeros((0, NUM_CLASSES), dtype="float32")
+
+
+def evaluate_probabilities(y_true: np.ndarray, proba: np.ndarray, worst: int = 25) -> Evaluation:
+    from sklearn.metrics import classification_report, confusion_matrix
+
+    y_true = np.asarray(y_true).astype(int)
+    predicted = proba.argmax(axis=1)
+    confidence = proba[np.arange(len(proba)), predicted]
+    eps = 1e-7
+    loss = float(-np.mean(np.log(np.clip(proba[np.arange(len(proba)), y_true], eps, 1.0))))
+    labels = list(range(NUM_CLASSES))
+    rep = classification_report(y_true, predicted, labels=labels, output_dict=True, zero_division=0)
+    metrics: dict[str, float] = {
+        "test_accuracy": float(np.mean(predicted == y_true)),
+        "test_loss": loss,
+        "test_macro_precision": float(rep["macro avg"]["precision"]),
+        "test_macro_recall": float(rep["macro avg"]["recall"]),
+        "test_macro_f1": float(rep["macro avg"]["f1-score"]),
+        "test_errors": float(np.sum(predicted != y_true)),
+    }
+    rows: list[dict[str, object]] = []
+    for digit in labels:
+        r = rep[str(digit)]
+        for stat, key in (("precision", "precision"), ("recall", "recall"), ("f1", "f1-score")):
+            metrics[f"test_{stat}_digit_{digit}"] = float(r[key])
+        rows.append({"class": str(digit), "precision": r["precision"], "recall": r["recall"], "f1": r["f1-score"], "support": int(r["support"])})
+    for avg in ("macro avg", "weighted avg"):
+        r = rep[avg]
+        rows.append({"class": avg, "precision": r["precision"], "recall": r["recall"], "f1": r["f1-score"], "support": int(r["support"])})
+    wrong = np.flatnonzero(predicted != y_true)
+    worst_idx = wrong[np.argsort(-confidence[wrong], kind="stable")][:worst]
+    return Evaluation(
+        metrics=metrics,
+        report=rows,
+        confusion=confusion_matrix(y_true, predicted, labels=labels),
+        predicted=predicted,
+        confidence=confidence,
+        worst=worst_idx,
+    )

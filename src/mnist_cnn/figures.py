@@ -1,0 +1,86 @@
+"""Matplotlib figures logged by the stages. Uses the object-oriented API (no pyplot), so no
+GUI backend is touched and nothing global changes."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+
+def _figure(width: float, height: float):
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), dpi=100, layout="constrained")
+
+
+def image_grid(images: np.ndarray, titles: Sequence[str], suptitle: str, colors: Sequence[str] | None = None):
+    """A square-ish grid of 28x28 images, each with a short title."""
+    n = len(images)
+    cols = max(1, min(10, int(np.ceil(np.sqrt(n)))))
+    rows = max(1, int(np.ceil(n / cols)))
+    fig = _figure(1.3 * cols, 1.45 * rows + 0.4)
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.set_axis_off()
+        if i < n:
+            ax.imshow(images[i], cmap="gray_r", vmin=0, vmax=255)
+            ax.set_title(titles[i], fontsize=8, color=(colors[i] if colors else "black"))
+    fig.suptitle(suptitle)
+    return fig
+
+
+def class_counts(counts: dict[str, Sequence[int]]):
+    """Grouped bar chart of images per digit for each split."""
+    fig = _figure(8, 3.5)
+    ax = fig.subplots()
+    width = 0.8 / max(1, len(counts))
+    digits = np.arange(10)
+    for i, (split, values) in enumerate(counts.items()):
+        ax.bar(digits + i * width, values, width, label=f"{split} ({sum(values)})")
+    ax.set_xticks(digits + width * (len(counts) - 1) / 2, [str(d) for d in digits])
+    ax.set_xlabel("digit")
+    ax.set_ylabel("images")
+    ax.set_title("Images per digit and split")
+    ax.legend()
+    return fig
+
+
+def learning_curves(history: Sequence[dict[str, float]], best_epoch: int | None = None):
+    fig = _figure(10, 3.8)
+    ax_acc, ax_loss = fig.subplots(1, 2)
+    epochs = [r["epoch"] for r in history]
+    for ax, metric in ((ax_acc, "accuracy"), (ax_loss, "loss")):
+        for split, style in (("train", "-o"), ("val", "-s")):
+            key = f"{split}_{metric}"
+            if all(key in r for r in history):
+                ax.plot(epochs, [r[key] for r in history], style, label=split, markersize=3)
+        if best_epoch:
+            ax.axvline(best_epoch, color="grey", linestyle=":", label=f"best epoch {best_epoch}")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
+        ax.set_title(f"{metric}: train vs validation")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    return fig
+
+
+def confusion_matrix(matrix: np.ndarray, title: str = "Confusion matrix (test set)"):
+    fig = _figure(6.5, 5.5)
+    ax = fig.subplots()
+    # Log colour scale so the few off-diagonal errors stay visible next to ~1000 correct.
+    shown = np.log1p(matrix)
+    im = ax.imshow(shown, cmap="Blues")
+    threshold = shown.max() / 2 if shown.size else 0
+    for i in range(matrix.shape[0]):
+        for j in range(matrix.shape[1]):
+            if matrix[i, j]:
+                ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=7,
+                        color="white" if shown[i, j] > threshold else "black")
+    ax.set_xticks(range(10))
+    ax.set_yticks(range(10))
+    ax.set_xlabel("predicted digit")
+    ax.set_ylabel("true digit")
+    ax.set_title(title)
+    fig.colorbar(im, ax=ax, label="log(1 + count)")
+    return fig

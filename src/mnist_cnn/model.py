@@ -1,0 +1,56 @@
+"""The CNN, built from ModelParams. Input is raw 0-255 pixels (N, 28, 28, 1); scaling and
+training-only augmentation are layers of the model, so the saved `.keras` file needs no extra
+code and loads in safe mode."""
+
+from __future__ import annotations
+
+from mnist_cnn.config import ModelParams
+
+INPUT_SHAPE = (28, 28, 1)
+
+
+def build_model(params: ModelParams, seed: int = 42):
+    import keras
+    from keras import layers
+
+    inputs = keras.Input(shape=INPUT_SHAPE, name="pixels")
+    x = layers.Rescaling(1.0 / 255.0, name="scale")(inputs)
+    aug = params.augment
+    if aug.rotation_deg:
+        x = layers.RandomRotation(aug.rotation_deg / 360.0, fill_mode="constant", seed=seed, name="aug_rotate")(x)
+    if aug.zoom:
+        x = layers.RandomZoom(aug.zoom, fill_mode="constant", seed=seed + 1, name="aug_zoom")(x)
+    if aug.shift:
+        x = layers.RandomTranslation(aug.shift, aug.shift, fill_mode="constant", seed=seed + 2, name="aug_shift")(x)
+
+    for b, filters in enumerate(params.filters, start=1):
+        for c in range(1, params.convs_per_block + 1):
+            last = c == params.convs_per_block
+            strided = last and params.downsample == "strided"
+            x = layers.Conv2D(
+                filters,
+                params.kernel_size,
+                strides=2 if strided else 1,
+                padding=params.padding,
+                use_bias=not params.batch_norm,
+                activation=None if params.batch_norm else "relu",
+                name=f"block{b}_conv{c}",
+            )(x)
+            if params.batch_norm:
+                x = layers.BatchNormalization(name=f"block{b}_bn{c}")(x)
+                x = layers.Activation("relu", name=f"block{b}_relu{c}")(x)
+        if params.downsample == "maxpool":
+            x = layers.MaxPooling2D(2, name=f"block{b}_pool")(x)
+        if params.block_dropout:
+            x = layers.Dropout(params.block_dropout, seed=seed + 10 + b, name=f"block{b}_dropout")(x)
+
+    x = layers.Flatten(name="flatten")(x)
+    for d, units in enumerate(params.dense_units, start=1):
+        x = layers.Dense(units, use_bias=not params.batch_norm, activation=None if params.batch_norm else "relu", name=f"dense{d}")(x)
+        if params.batch_norm:
+            x = layers.BatchNormalization(name=f"dense{d}_bn")(x)
+            x = layers.Activation("relu", name=f"dense{d}_relu")(x)
+    if params.dropout:
+        x = layers.Dropout(params.dropout, seed=seed + 100, name="dropout")(x)
+    outputs = layers.Dense(10, activation="softmax", dtype="float32", name="probabilities")(x)
+    return keras.Model(inputs, outputs, name="mnist_cnn")

@@ -1,0 +1,124 @@
+"""The champion gate: register a trained model and move `@champion` only when it is at least
+as good as the current champion and above the minimum; otherwise it becomes `@challenger`."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from mnist_cnn.config import RegisterParams
+from mnist_cnn.errors import TrackingError
+
+
+def _client():
+    from mlflow import MlflowClient
+
+    return MlflowClient()
+
+
+def alias_version(name: str, alias: str):
+    """The model version behind `name@alias`, or None."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return _client().get_model_version_by_alias(name, alias)
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
+            return None
+        raise
+
+
+def champion_uri(name: str, alias: str = "champion") -> str:
+    """`models:/name@champion`, after checking the registry has one (a clear error otherwise)."""
+    import mlflow
+
+    if alias_version(name, alias) is None:
+        raise TrackingError(
+            f"the model registry at {mlflow.get_tracking_uri()} has no {name}@{alias}; "
+            "run `dvc repro` to train and register one, or pass --model"
+        )
+    return f"models:/{name}@{alias}"
+
+
+def _accuracy(version) -> float | None:
+    value = (version.tags or {}).get("test_accuracy")
+    if value is not None:
+        return float(value)
+    if version.run_id:
+        return _client().get_run(version.run_id).data.metrics.get("test_accuracy")
+    return None
+
+
+def register(
+    model_uri: str,
+    run_id: str,
+    metrics: Mapping[str, float],
+    tags: Mapping[str, str],
+    params: RegisterParams,
+) -> dict[str, Any]:
+    """Register (or find, if this run was registered before) and apply the gate.
+
+    Returns a report of what was done. A version created here is deleted again if anything
+    after its creation fails, so the registry is never left half-updated.
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    client = _client()
+    name = params.model_name
+    accuracy = float(metrics["test_accuracy"])
+    all_tags = {**tags, **{k: f"{v:.6f}" for k, v in metrics.items() if k.startswith("test_") and "digit" not in k}}
+
+    existing = []
+    try:
+        existing = client.search_model_versions(f"name='{name}' and run_id='{run_id}'")
+    except MlflowException:
+        existing = []
+    created = None
+    try:
+        if existing:
+            version = max(existing, key=lambda v: int(v.version))
+        else:
+            version = mlflow.register_model(model_uri, name, tags=all_tags)
+            created = version
+        champion = alias_version(name, params.champion_alias)
+        previous = None
+        if champion is not None and champion.version != version.version:
+            previous = {"version": int(champion.version), "test_accuracy": _accuracy(champion)}
+        prev_acc = previous["test_accuracy"] if previous else None
+
+        if champion is not None and champion.version == version.version:
+            promoted, reason = True, "already the champion"
+        elif accuracy < params.min_test_accuracy:
+            promoted, reason = False, f"test_accuracy {accuracy:.4f} is below the minimum {params.min_test_accuracy:.4f}"
+        elif prev_acc is not None and accuracy < prev_acc:
+            promoted, reason = False, f"test_accuracy {accuracy:.4f} is below the champion's {prev_acc:.4f} (version {previous['version']})"
+        elif previous is None:
+            promoted, reason = True, "no champion yet"
+        else:
+            promoted, reason = True, f"test_accuracy {accuracy:.4f} >= champion's {prev_acc:.4f} (version {previous['version']})"
+
+        alias = params.champion_alias if promoted else params.challenger_alias
+        client.set_registered_model_alias(name, alias, version.version)
+        if promoted and alias_version(name, params.challenger_alias) is not None:
+            challenger = alias_version(name, params.challenger_alias)
+            if challenger.version == version.version:
+                client.delete_registered_model_alias(name, params.challenger_alias)
+    except BaseException:
+        if created is not None:
+            try:
+                client.delete_model_version(name, created.version)
+            except MlflowException:
+                pass
+        raise
+    return {
+        "model_name": name,
+        "version": int(version.version),
+        "alias": alias,
+        "promoted": promoted,
+        "reason": reason,
+        "test_accuracy": accuracy,
+        "previous_champion": previous,
+        "model_uri": f"models:/{name}/{version.version}",
+        "run_id": run_id,
+        "newly_registered": created is not None,
+    }

@@ -1,0 +1,214 @@
+"""Fit the CNN: optimizer, learning-rate schedule, early stopping, best-on-validation
+checkpoint, resumable backups. Knows nothing of MLflow; per-epoch hooks do the logging."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from mnist_cnn.config import ModelParams, TrainParams
+from mnist_cnn.data import Split
+
+EpochHook = Callable[[int, dict[str, float]], None]
+
+# Keras' history keys -> the project's metric names (also used by MLflow and DVC files).
+_METRIC_NAMES = {
+    "loss": "train_loss",
+    "accuracy": "train_accuracy",
+    "val_loss": "val_loss",
+    "val_accuracy": "val_accuracy",
+    "learning_rate": "learning_rate",
+}
+
+
+@dataclasses.dataclass
+class TrainResult:
+    model: object
+    history: list[dict[str, float]]
+    best_epoch: int
+    seconds: float
+    images_per_second: float
+
+    @property
+    def best(self) -> dict[str, float]:
+        return self.history[self.best_epoch - 1]
+
+
+def make_deterministic(seed: int) -> None:
+    """Same params and seed give bit-identical weights on CPU."""
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+
+def use_mixed_precision(mode: str) -> bool:
+    import keras
+    import tensorflow as tf
+
+    enabled = mode == "on" or (mode == "auto" and bool(tf.config.list_physical_devices("GPU")))
+    keras.mixed_precision.set_global_policy("mixed_float16" if enabled else "float32")
+    return enabled
+
+
+def learning_rate(params: TrainParams, steps_per_epoch: int):
+    """A float or a built-in Keras schedule (serializable, so the saved model loads safely)."""
+    from keras.optimizers import schedules
+
+    sched = params.schedule
+    total = max(1, steps_per_epoch * params.epochs)
+    lr = params.learning_rate
+    if sched.name == "onecycle":
+        warmup = int(total * sched.warmup_fraction)
+        return schedules.CosineDecay(
+            initial_learning_rate=lr / 25.0,
+            decay_steps=max(1, total - warmup),
+            alpha=sched.final_fraction,
+            warmup_target=lr,
+            warmup_steps=warmup,
+        )
+    if sched.name == "cosine":
+        return schedules.CosineDecay(lr, decay_steps=total, alpha=sched.final_fraction)
+    if sched.name == "exponential":
+        return schedules.ExponentialDecay(lr, decay_steps=steps_per_epoch, decay_rate=sched.decay_rate)
+    return lr
+
+
+def make_optimizer(params: TrainParams, steps_per_epoch: int):
+    import keras
+
+    lr = learning_rate(params, steps_per_epoch)
+    if params.optimizer == "adamw":
+        return keras.optimizers.AdamW(lr, weight_decay=params.weight_decay)
+    if params.optimizer == "sgd":
+        return keras.optimizers.SGD(lr, momentum=0.9, nesterov=True, weight_decay=params.weight_decay or None)
+    return keras.optimizers.Adam(lr)
+
+
+def compile_model(model, params: TrainParams, steps_per_epoch: int) -> None:
+    import keras
+
+    if params.label_smoothing:
+        loss = keras.losses.CategoricalCrossentropy(label_smoothing=params.label_smoothing)
+    else:
+        loss = keras.losses.SparseCategoricalCrossentropy()
+    model.compile(optimizer=make_optimizer(params, steps_per_epoch), loss=loss, metrics=["accuracy"])
+
+
+def encode_labels(y: np.ndarray, params: TrainParams) -> np.ndarray:
+    if params.label_smoothing:
+        return np.eye(10, dtype="float32")[y]
+    return y
+
+
+def _epoch_callback(hook: EpochHook, timings: list[float]):
+    import keras
+
+    class _Hook(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self._t0 = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = dict(logs or {})
+            if "learning_rate" not in logs:
+                logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+            row = {_METRIC_NAMES[k]: float(v) for k, v in logs.items() if k in _METRIC_NAMES}
+            row["epoch_seconds"] = time.perf_counter() - self._t0
+            timings.append(row["epoch_seconds"])
+            hook(epoch + 1, row)
+
+    return _Hook()
+
+
+def train(
+    model_params: ModelParams,
+    params: TrainParams,
+    train_split: Split,
+    val_split: Split,
+    work_dir: Path,
+    on_epoch: Sequence[EpochHook] = (),
+    extra_callbacks: Sequence[object] = (),
+    verbose: int = 2,
+) -> TrainResult:
+    """Train from scratch (or resume from `work_dir/backup`) and return the best-on-validation model.
+
+    `work_dir` holds the resumable backup and the best weights; it is kept after a crash so the
+    same call resumes from the last completed epoch, and emptied after success.
+    """
+    import keras
+
+    from mnist_cnn.model import build_model
+
+    make_deterministic(params.seed)
+    use_mixed_precision(params.mixed_precision)
+    model = build_model(model_params, seed=params.seed)
+    steps = math.ceil(len(train_split) / params.batch_size)
+    compile_model(model, params, steps)
+
+    work_dir = Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    best_path = work_dir / "best.weights.h5"
+    history: list[dict[str, float]] = []
+    timings: list[float] = []
+
+    def record(epoch: int, row: dict[str, float]) -> None:
+        history.append({"epoch": epoch, **row})
+
+    callbacks = [
+        keras.callbacks.BackupAndRestore(str(work_dir / "backup"), delete_checkpoint=True),
+        keras.callbacks.ModelCheckpoint(
+            str(best_path), monitor="val_accuracy", mode="max", save_best_only=True, save_weights_only=True
+        ),
+        _epoch_callback(record, timings),
+        *(_epoch_callback(h, []) for h in on_epoch),
+    ]
+    if params.schedule.name == "plateau":
+        callbacks.append(
+            keras.callbacks.ReduceLROnPlateau(
+                monitor="val_loss",
+                factor=params.schedule.plateau_factor,
+                patience=params.schedule.plateau_patience,
+                min_lr=params.learning_rate * params.schedule.final_fraction,
+            )
+        )
+    if params.early_stopping_patience:
+        callbacks.append(
+            keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=params.early_stopping_patience)
+        )
+    callbacks.extend(extra_callbacks)
+
+    x_train = train_split.x[..., None]
+    x_val = val_split.x[..., None]
+    start = time.perf_counter()
+    model.fit(
+        x_train,
+        encode_labels(train_split.y, params),
+        validation_data=(x_val, encode_labels(val_split.y, params)),
+        batch_size=params.batch_size,
+        epochs=params.epochs,
+        shuffle=True,
+        callbacks=callbacks,
+        verbose=verbose,
+    )
+    seconds = time.perf_counter() - start
+    if best_path.exists():
+        model.load_weights(str(best_path))
+        best_path.unlink()
+    if not history:
+        raise RuntimeError("training ran no epoch")
+    best_epoch = max(history, key=lambda r: (r.get("val_accuracy", 0.0), -r.get("val_loss", 0.0)))["epoch"]
+    trained_images = len(train_split) * len(timings)
+    fit_seconds = sum(timings) or seconds
+    return TrainResult(
+        model=model,
+        history=history,
+        best_epoch=int(best_epoch),
+        seconds=seconds,
+        images_per_second=trained_images / fit_seconds,
+    )
