@@ -65,10 +65,9 @@ def main() -> None:
         mlflow.log_metrics({k: float(v) for k, v in summary.items()})
         tracking.log_figure(figures.learning_curves(result.history, result.best_epoch), "training/learning_curves.png")
         tracking.log_table(result.history, "training/history.json")
-        model_info = serving.log_model(result.model, val_split.x[:5, ..., None])
-
         with atomic.atomic_path(args.model) as tmp:
             result.model.save(tmp)
+            model_info = serving.log_model(tmp, val_split.x[:2])
         columns = list(result.history[0])
         atomic.write_csv(args.history, columns, [[row[c] for c in columns] for row in result.history])
         atomic.write_json(args.metrics, summary)

@@ -34,7 +34,7 @@ def add_params_args(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a param for this run only, e.g. --set train.epochs=1 (logged to MLflow)",
+        help="override a param for this run only, e.g. --set train.epochs=1 (logged to MLflow); an empty value is ignored",
     )
 
 

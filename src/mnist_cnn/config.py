@@ -269,7 +269,8 @@ def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply `section.key=value` overrides (values parsed as YAML) to a raw params dict."""
+    """Apply `section.key=value` overrides (values parsed as YAML) to a raw params dict.
+    `key=` with an empty value keeps the file's value (MLproject passes unset parameters so)."""
     import copy
 
     import yaml
@@ -279,6 +280,8 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
         if "=" not in item:
             raise ConfigError(f"override {item!r} must look like section.key=value")
         dotted, text = item.split("=", 1)
+        if not text.strip():
+            continue
         parts = dotted.strip().split(".")
         node = result
         for part in parts[:-1]:

@@ -1,0 +1,125 @@
+"""Shared fixtures: the MNIST subset, a loopback HTTP mirror that can misbehave on demand,
+and a copy of the project for end-to-end runs."""
+
+from __future__ import annotations
+
+import http.server
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SUBSET = ROOT / "tests" / "fixtures" / "mnist-subset"
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def subset_sha256() -> dict[str, str]:
+    sums = {}
+    for line in (SUBSET / "SHA256SUMS").read_text().splitlines():
+        digest, name = line.split()
+        sums[name] = digest
+    return sums
+
+
+@pytest.fixture(scope="session")
+def subset_dir() -> Path:
+    return SUBSET
+
+
+class MirrorServer:
+    """Serves a directory on 127.0.0.1. `faults[filename]` is a list of behaviours consumed one
+    per request: an int status code, "truncate", "flip" (one byte changed), "hang", or
+    ("redirect", url)."""
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+        self.faults: dict[str, list] = {}
+        self.requests: list[str] = []
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                name = self.path.rsplit("/", 1)[-1]
+                server.requests.append(self.path)
+                queue = server.faults.get(name) or []
+                fault = queue.pop(0) if queue else None
+                if isinstance(fault, int):
+                    self.send_error(fault)
+                    return
+                if isinstance(fault, tuple) and fault[0] == "redirect":
+                    self.send_response(302)
+                    self.send_header("Location", fault[1])
+                    self.end_headers()
+                    return
+                if fault == "hang":
+                    time.sleep(30)
+                    return
+                path = server.directory / name
+                if not path.is_file():
+                    self.send_error(404)
+                    return
+                body = path.read_bytes()
+                if fault == "flip":
+                    body = body[:-20] + bytes([body[-20] ^ 0xFF]) + body[-19:]
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if fault == "truncate":
+                    self.wfile.write(body[: len(body) // 2])
+                    self.wfile.flush()
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                self.wfile.write(body)
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/mnist/"
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def mirror(subset_dir):
+    server = MirrorServer(subset_dir)
+    yield server
+    server.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def copy_project(dest: Path) -> Path:
+    """A git-committed copy of the project's tracked and untracked-not-ignored files."""
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=ROOT, capture_output=True, check=True
+    ).stdout.decode().split("\0")
+    for rel in filter(None, files):
+        src = ROOT / rel
+        if src.is_file() and not rel.startswith("tests/"):
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+    git = ["git", "-c", "user.name=test", "-c", "user.email=test@localhost"]
+    subprocess.run(git + ["init", "-q"], cwd=dest, check=True)
+    subprocess.run(git + ["add", "-A"], cwd=dest, check=True)
+    subprocess.run(git + ["commit", "-qm", "snapshot"], cwd=dest, check=True)
+    return dest

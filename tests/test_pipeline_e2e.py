@@ -1,0 +1,190 @@
+"""End to end: the real `dvc repro` in a copy of the project, on the MNIST subset served by a
+loopback HTTP mirror, then the registry, `dvc exp run -S`, and a real `mlflow models serve`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from conftest import SUBSET, MirrorServer, copy_project, free_port, subset_sha256
+
+pytestmark = pytest.mark.slow
+
+BLOCK_TF = """
+import runpy, sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in ('tensorflow', 'keras'):
+            raise ImportError(f'{name} must not be imported by this stage')
+sys.meta_path.insert(0, Block())
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name='__main__')
+"""
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "MNIST_MIRROR", "MLFLOW_RUN_ID")}
+    env.update(TF_CPP_MIN_LOG_LEVEL="2", **extra)
+    return env
+
+
+def run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None, check: bool = True, timeout: int = 600):
+    proc = subprocess.run(cmd, cwd=cwd, env=env or clean_env(), capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\nstdout:\n{proc.stdout[-4000:]}\nstderr:\n{proc.stderr[-4000:]}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    server = MirrorServer(SUBSET)
+    dest = copy_project(tmp_path_factory.mktemp("project"))
+    params = yaml.safe_load((dest / "params.yaml").read_text())
+    params["data"]["mirrors"] = [server.url]
+    params["data"]["sha256"] = subset_sha256()
+    params["train"]["epochs"] = 2
+    params["register"]["min_test_accuracy"] = 0.5
+    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@l", "commit", "-qam", "test params"], dest)
+    first = run(["dvc", "repro"], dest)
+    yield dest, first, server
+    server.close()
+
+
+def client_for(dest: Path):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=f"sqlite:///{dest / 'mlflow.db'}")
+
+
+def stage_runs(dest: Path):
+    client = client_for(dest)
+    exp = client.get_experiment_by_name("mnist-cnn")
+    return client.search_runs([exp.experiment_id], max_results=1000)
+
+
+def test_repro_trains_evaluates_and_registers_a_champion(project):
+    dest, first, server = project
+    assert any(p.endswith("train-images-idx3-ubyte.gz") for p in server.requests)
+    client = client_for(dest)
+    champion = client.get_model_version_by_alias("mnist-cnn", "champion")
+    report = json.loads((dest / "reports" / "register.json").read_text())
+    assert report["version"] == int(champion.version) and report["alias"] == "champion"
+    for tag in ("git_commit", "params", "test_accuracy", "data_sha256_train"):
+        assert tag in champion.tags, tag
+    metrics = json.loads((dest / "reports" / "test_metrics.json").read_text())
+    assert 0.5 <= metrics["test_accuracy"] <= 1.0
+    assert float(champion.tags["test_accuracy"]) == pytest.approx(metrics["test_accuracy"], abs=1e-6)
+
+
+def test_runs_of_one_repro_share_a_pipeline_id_and_evaluate_joins_the_train_run(project):
+    dest, _, _ = project
+    runs = stage_runs(dest)
+    by_stage = {r.data.tags["mnist_cnn.stage"]: r for r in runs}
+    assert set(by_stage) == {"download", "preprocess", "train", "register"}
+    assert len({r.data.tags["mnist_cnn.pipeline_id"] for r in runs}) == 1
+    assert all(r.info.status == "FINISHED" for r in runs)
+    train = by_stage["train"]
+    # evaluate logged into the train run: model, curves and test metrics together
+    assert "test_accuracy" in train.data.metrics and "val_accuracy" in train.data.metrics
+    assert train.data.params["model.filters"] == "[32, 64]"
+    history = client_for(dest).get_metric_history(train.info.run_id, "val_accuracy")
+    assert [m.step for m in history] == [1, 2]
+    artifacts = {a.path for a in client_for(dest).list_artifacts(train.info.run_id, "evaluation")}
+    assert "evaluation/confusion_matrix.png" in artifacts and "evaluation/worst_predictions.png" in artifacts
+    assert by_stage["download"].data.metrics["download_bytes"] > 0
+    assert by_stage["preprocess"].data.metrics["test_images"] == 500
+
+
+def test_dvc_metrics_and_plots_work(project):
+    dest, _, _ = project
+    shown = run(["dvc", "metrics", "show", "--json"], dest).stdout
+    assert "test_accuracy" in shown and "best_val_accuracy" in shown
+    run(["dvc", "plots", "show", "--json"], dest)
+
+
+def test_second_repro_with_nothing_changed_runs_nothing(project):
+    dest, _, _ = project
+    before = len(stage_runs(dest))
+    out = run(["dvc", "repro"], dest).stdout
+    assert "Running stage" not in out
+    assert len(stage_runs(dest)) == before
+
+
+def test_scoring_server_serves_the_champion(project):
+    import requests
+
+    dest, _, _ = project
+    port = free_port()
+    server = subprocess.Popen(
+        ["mlflow", "models", "serve", "-m", "models:/mnist-cnn@champion", "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
+        cwd=dest, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"{url}/ping", timeout=2).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                time.sleep(0.5)
+            assert server.poll() is None, server.stdout.read()
+        else:
+            pytest.fail("scoring server did not start")
+        with np.load(dest / "data" / "processed" / "test.npz") as npz:
+            x, y = npz["x"][:64], npz["y"][:64]
+        resp = requests.post(f"{url}/invocations", json={"inputs": x[..., None].tolist()}, timeout=30)
+        assert resp.status_code == 200, resp.text
+        preds = resp.json()["predictions"]
+        assert len(preds) == 64
+        assert set(preds[0]) == {"digit", "confidence", "probabilities"}
+        assert abs(sum(preds[0]["probabilities"]) - 1) < 1e-3
+        digits = np.array([p["digit"] for p in preds])
+        assert np.mean(digits == y) >= 0.5
+        bad = requests.post(f"{url}/invocations", json={"inputs": [[1, 2, 3]]}, timeout=30)
+        assert bad.status_code == 400 and "shape" in bad.json()["message"]
+        assert requests.post(f"{url}/invocations", json={"inputs": x[:1].tolist()}, timeout=30).status_code == 200
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
+def test_exp_run_with_set_param_retrains_and_registers_a_new_version(project):
+    dest, _, _ = project
+    before = {int(v.version) for v in client_for(dest).search_model_versions("name='mnist-cnn'")}
+    run(["dvc", "exp", "run", "-S", "train.epochs=1"], dest)
+    versions = client_for(dest).search_model_versions("name='mnist-cnn'")
+    new = [v for v in versions if int(v.version) not in before]
+    assert len(new) == 1
+    report = json.loads((dest / "reports" / "register.json").read_text())
+    assert report["version"] == int(new[0].version) and report["alias"] in ("champion", "challenger")
+    assert json.loads(new[0].tags["params"])["train"]["epochs"] == 1
+
+
+def test_light_stages_never_import_tensorflow(project, tmp_path):
+    dest, _, server = project
+    env = clean_env(MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'other.db'}")
+    for args in (
+        ["stages/download.py", "--out-dir", str(tmp_path / "raw")],
+        ["stages/preprocess.py", "--raw-dir", str(tmp_path / "raw"), "--out-dir", str(tmp_path / "processed")],
+    ):
+        run([sys.executable, "-c", BLOCK_TF, *args], dest, env=env)
+    assert (tmp_path / "processed" / "test.npz").is_file()
+
+
+def test_unreachable_tracking_server_is_one_clear_error(project, tmp_path):
+    dest, _, _ = project
+    env = clean_env(MLFLOW_TRACKING_URI=f"http://127.0.0.1:{free_port()}")
+    proc = run([sys.executable, "stages/download.py", "--out-dir", str(tmp_path / "raw")], dest, env=env, check=False)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: MLflow tracking server")
+    assert not (tmp_path / "raw").exists()
