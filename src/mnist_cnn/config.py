@@ -273,7 +273,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     `key=` with an empty value keeps the file's value (MLproject passes unset parameters so)."""
     import copy
 
-    import yaml
+    from ruamel.yaml import YAMLError
 
     result = copy.deepcopy(raw)
     for item in overrides:
@@ -289,12 +289,22 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             if not isinstance(child, dict):
                 raise ConfigError(f"override {dotted!r}: {part!r} is not a section")
             node = child
-        node[parts[-1]] = yaml.safe_load(text)
+        try:
+            node[parts[-1]] = _yaml_load(text)
+        except YAMLError as exc:
+            raise ConfigError(f"override {item!r}: value is not valid YAML ({exc})") from None
     return result
 
 
+def _yaml_load(text: str) -> Any:
+    """YAML 1.2, as DVC reads params.yaml (PyYAML's 1.1 would turn `on` into True, `1e-3` into a string)."""
+    from ruamel.yaml import YAML
+
+    return YAML(typ="safe", pure=True).load(text)
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    import yaml
+    from ruamel.yaml import YAMLError
 
     path = Path(path)
     try:
@@ -302,8 +312,8 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise ConfigError(f"params file {path} not found; run from the project root or pass --params") from None
     try:
-        raw = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
+        raw = _yaml_load(text) or {}
+    except YAMLError as exc:
         raise ConfigError(f"{path} is not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path} must be a mapping of sections")

@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import hashlib
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +42,7 @@ def _read_gz(path: Path) -> bytes:
             return fh.read()
     except FileNotFoundError:
         raise DataError(f"{path} is missing; run the download stage (dvc repro download)") from None
-    except (OSError, EOFError) as exc:
+    except (OSError, EOFError, zlib.error) as exc:
         raise DataError(f"{path} is corrupt: not a readable gzip file ({exc}); delete it and re-run the download stage") from None
 
 
@@ -113,7 +115,7 @@ def load_split(data_dir: str | Path, name: str) -> Split:
             x, y = npz["x"], npz["y"]
     except FileNotFoundError:
         raise DataError(f"{path} is missing; run the preprocess stage (dvc repro preprocess)") from None
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile) as exc:
         raise DataError(f"{path} is corrupt ({exc}); re-run the preprocess stage (dvc repro -f preprocess)") from None
     if x.dtype != np.uint8 or x.ndim != 3 or x.shape[1:] != (28, 28) or y.shape != (len(x),):
         raise DataError(f"{path} holds x{x.shape}/{x.dtype}, y{y.shape}; expected (N, 28, 28) uint8 and (N,)")

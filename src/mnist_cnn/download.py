@@ -18,6 +18,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import zlib
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -92,7 +93,7 @@ def gunzip_sha256(path: Path, limit: int = MAX_DECOMPRESSED_BYTES) -> tuple[str,
                 if size > limit:
                     raise DataError(f"{path.name}: decompresses to more than {limit} bytes; not an MNIST file")
                 digest.update(chunk)
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+    except (OSError, EOFError, zlib.error) as exc:
         raise DataError(f"{path.name}: not a valid gzip file ({exc})") from None
     return digest.hexdigest(), size
 
