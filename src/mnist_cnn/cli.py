@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 from typing import Callable, Sequence
 
 from mnist_cnn.errors import MnistCnnError
@@ -43,7 +44,35 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     show = sub.add_parser("params", help="validate params.yaml and print the resolved settings")
     add_params_args(show)
+    preset = sub.add_parser(
+        "preset", help="copy a preset (presets/NAME.yaml: seed, fast, accurate) into params.yaml's model and train sections"
+    )
+    preset.add_argument("name", nargs="?", help="preset to apply; omit to list them")
+    preset.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file to update (default: params.yaml)")
+    serve = sub.add_parser("serve", help="serve the registry's champion with `mlflow models serve` (local environment)")
+    serve.add_argument("--model", help="model URI (default: models:/<register.model_name>@<register.champion_alias>)")
+    serve.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
+    serve.add_argument("--port", type=int, default=5001)
+    serve.add_argument("--workers", type=int, default=1)
+    add_params_args(serve)
     return parser
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import os
+
+    from mnist_cnn import config, registry, tracking
+
+    params = config.load_params(args.params, args.overrides)
+    root = tracking.project_root()
+    tracking.configure(params.tracking, root)
+    model = args.model or registry.champion_uri(params.register.model_name, params.register.champion_alias)
+    cmd = ["mlflow", "models", "serve", "-m", model, "--env-manager", "local",
+           "-h", args.host, "-p", str(args.port), "-w", str(args.workers)]
+    print(" ".join(cmd), file=sys.stderr, flush=True)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking.tracking_uri(root)}
+    os.execvpe(cmd[0], cmd, env)
+    return 0
 
 
 def _show_params(args: argparse.Namespace) -> int:
@@ -55,7 +84,22 @@ def _show_params(args: argparse.Namespace) -> int:
     return 0
 
 
+def _apply_preset(args: argparse.Namespace) -> int:
+    from mnist_cnn import presets
+
+    if not args.name:
+        print("\n".join(presets.available()))
+        return 0
+    changed = presets.apply(args.name, args.params)
+    if changed:
+        print(f"{args.params}: preset {args.name} applied; changed {', '.join(changed)}")
+        print("next: dvc repro (or dvc exp run) trains with it; dvc params diff shows the change")
+    else:
+        print(f"{args.params} already matches preset {args.name}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    commands = {"params": _show_params}
+    commands = {"params": _show_params, "preset": _apply_preset, "serve": _serve}
     run_main(lambda: commands[args.command](args))
