@@ -173,7 +173,6 @@ class Params:
     evaluate: EvaluateParams = EvaluateParams()
     register: RegisterParams = RegisterParams()
     tracking: TrackingParams = TrackingParams()
-    tune: Mapping[str, Any] = field(default_factory=dict)
 
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:
