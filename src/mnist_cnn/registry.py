@@ -99,9 +99,9 @@ def register(
 
         alias = params.champion_alias if promoted else params.challenger_alias
         client.set_registered_model_alias(name, alias, version.version)
-        if promoted and alias_version(name, params.challenger_alias) is not None:
+        if promoted:
             challenger = alias_version(name, params.challenger_alias)
-            if challenger.version == version.version:
+            if challenger is not None and challenger.version == version.version:
                 client.delete_registered_model_alias(name, params.challenger_alias)
     except BaseException:
         if created is not None:

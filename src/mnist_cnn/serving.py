@@ -18,16 +18,11 @@ import numpy as np
 MAX_BATCH = 10_000
 
 
-class InputError(ValueError):
-    """Bad request content; the message names the problem (served as HTTP 400)."""
-
-
 def _invalid(message: str) -> Exception:
-    try:
-        from mlflow.exceptions import MlflowException
-        from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
-    except ImportError:  # pragma: no cover - outside MLflow
-        return InputError(message)
+    """Bad request content: MLflow's scoring server answers this error with HTTP 400."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
     return MlflowException(message, error_code=INVALID_PARAMETER_VALUE)
 
 

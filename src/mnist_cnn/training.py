@@ -159,6 +159,8 @@ def train(
 
     def record(epoch: int, row: dict[str, float]) -> None:
         history.append({"epoch": epoch, **row})
+        for hook in on_epoch:
+            hook(epoch, row)
 
     callbacks = [
         keras.callbacks.BackupAndRestore(str(work_dir / "backup"), delete_checkpoint=True),
@@ -166,7 +168,6 @@ def train(
             str(best_path), monitor="val_accuracy", mode="max", save_best_only=True, save_weights_only=True
         ),
         _epoch_callback(record, timings),
-        *(_epoch_callback(h, []) for h in on_epoch),
     ]
     if params.schedule.name == "plateau":
         callbacks.append(
