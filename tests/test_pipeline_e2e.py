@@ -188,3 +188,28 @@ def test_unreachable_tracking_server_is_one_clear_error(project, tmp_path):
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1].startswith("error: MLflow tracking server")
     assert not (tmp_path / "raw").exists()
+
+
+def test_tune_apply_then_repro_registers_the_tuned_model(project):
+    dest, _, _ = project
+    client = client_for(dest)
+    before = {int(v.version) for v in client.search_model_versions("name='mnist-cnn'")}
+    tuned = run(
+        ["mnist-cnn", "tune", "--trials", "2", "--no-progress", "--set=tune.epochs=1", "--set=tune.train_fraction=0.5"], dest
+    )
+    assert "best: trial" in tuned.stdout
+    best = yaml.safe_load((dest / "tuning" / "best_params.yaml").read_text())["params"]
+    applied = run(["mnist-cnn", "tune", "--apply"], dest).stdout
+    changed = [line.split(":")[0] for line in applied.splitlines() if " -> " in line]
+    assert "model.dropout" in changed  # a float from a continuous range never equals the preset's
+    diff = run(["dvc", "params", "diff"], dest).stdout
+    for key in changed:  # `model.filters.0` shows as the whole list `model.filters`
+        assert ".".join(key.split(".")[:2]) in diff, diff
+    run(["dvc", "repro"], dest)
+    versions = client_for(dest).search_model_versions("name='mnist-cnn'")
+    new = [v for v in versions if int(v.version) not in before]
+    assert len(new) == 1
+    registered = json.loads(new[0].tags["params"])
+    assert registered["model"]["filters"][0] == best["model.filters.0"]
+    assert registered["train"]["batch_size"] == best["train.batch_size"]
+    assert registered["model"]["dropout"] == pytest.approx(best["model.dropout"])

@@ -55,6 +55,23 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=5001)
     serve.add_argument("--workers", type=int, default=1)
     add_params_args(serve)
+    tune = sub.add_parser(
+        "tune",
+        help="run or resume the Optuna study of params.yaml's tune section; --apply copies its best params into params.yaml",
+        description="Search space, sampler, pruner, epochs per trial and data share come from params.yaml's tune "
+        "section; the options below override it for this run. Trials are scored on the validation split.",
+    )
+    tune.add_argument("--trials", type=int, help="finished trials the study should hold (tune.n_trials)")
+    tune.add_argument("--timeout", type=float, help="seconds after which no new trial starts (tune.timeout_s)")
+    tune.add_argument("--workers", type=int, help="parallel worker processes on this machine (tune.workers)")
+    tune.add_argument("--storage", help="Optuna storage URL or journal file (tune.storage; default optuna/<study>.journal)")
+    tune.add_argument("--study-name", help="study to create or resume (tune.study_name)")
+    tune.add_argument("--data-dir", type=Path, default=Path("data/processed"), help="train.npz and val.npz (default: data/processed)")
+    tune.add_argument("--best", type=Path, default=Path("tuning/best_params.yaml"),
+                      help="best params file, kept under version control (default: tuning/best_params.yaml)")
+    tune.add_argument("--apply", action="store_true", help="write the best params file's values into --params and stop")
+    tune.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_params_args(tune)
     return parser
 
 
@@ -72,6 +89,39 @@ def _serve(args: argparse.Namespace) -> int:
     print(" ".join(cmd), file=sys.stderr, flush=True)
     env = {**os.environ, "MLFLOW_TRACKING_URI": tracking.tracking_uri(root)}
     os.execvpe(cmd[0], cmd, env)
+    return 0
+
+
+def _tune(args: argparse.Namespace) -> int:
+    from mnist_cnn import config, tracking, tuning
+
+    if args.apply:
+        changes = tuning.apply_best(args.best, args.params)
+        if not changes:
+            print(f"{args.params} already holds the best params of {args.best}")
+            return 0
+        for key, old, new in changes:
+            print(f"{key}: {old!r} -> {new!r}")
+        print(f"{args.params} updated; next: dvc repro trains, evaluates and registers the tuned model (dvc params diff shows the change)")
+        return 0
+    flags = {"n_trials": args.trials, "timeout_s": args.timeout, "workers": args.workers,
+             "storage": args.storage, "study_name": args.study_name}
+    overrides = [*args.overrides, *(f"tune.{k}={v}" for k, v in flags.items() if v is not None)]
+    params = config.load_params(args.params, overrides)
+    result = tuning.run_study(params, args.params, overrides, args.data_dir, tracking.project_root(), progress=not args.no_progress)
+    counts = result.counts
+    print(
+        f"study {result.study_name}: {counts['COMPLETE']} complete, {counts['PRUNED']} pruned, {counts['FAIL']} failed "
+        f"({result.epochs_trained} epochs, {result.seconds:.0f}s); MLflow parent run {result.parent_run_id}"
+    )
+    if result.best_value is None:
+        print("no trial completed; nothing to apply")
+        return 0
+    print("\nbest trials (validation accuracy):")
+    print(result.table)
+    tuning.write_best(result, args.best)
+    print(f"\nbest: trial {result.best_number}, {tuning.OBJECTIVE} {result.best_value:.4f}; written to {args.best}")
+    print("next: mnist-cnn tune --apply, then dvc repro")
     return 0
 
 
@@ -101,5 +151,5 @@ def _apply_preset(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    commands = {"params": _show_params, "preset": _apply_preset, "serve": _serve}
+    commands = {"params": _show_params, "preset": _apply_preset, "serve": _serve, "tune": _tune}
     run_main(lambda: commands[args.command](args))

@@ -166,6 +166,107 @@ class TrackingParams:
 
 
 @dataclass(frozen=True)
+class SearchParam:
+    """One dimension of the tuning search space: which params key it sets and its range.
+    `param` is a dotted params path; list entries are addressed by index (`model.filters.0`)."""
+
+    param: str
+    type: Literal["int", "float", "categorical"]
+    low: float | None = None
+    high: float | None = None
+    step: float | None = None
+    log: bool = False
+    choices: tuple[Any, ...] = ()
+
+
+@dataclass(frozen=True)
+class SamplerParams:
+    name: Literal["tpe", "random"] = "tpe"
+    n_startup_trials: int = 5  # random trials before TPE takes over
+    multivariate: bool = True
+
+    def __post_init__(self) -> None:
+        _check(self.n_startup_trials >= 0, "tune.sampler.n_startup_trials", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class PrunerParams:
+    name: Literal["median", "hyperband", "none"] = "median"
+    n_startup_trials: int = 3  # median: trials finished before pruning starts
+    n_warmup_steps: int = 0  # median: epochs of a trial never pruned (0: prune from the first)
+    min_resource: int = 1  # hyperband: epochs before the first cut
+    reduction_factor: int = 3  # hyperband
+
+    def __post_init__(self) -> None:
+        _check(self.n_startup_trials >= 0, "tune.pruner.n_startup_trials", "must be >= 0")
+        _check(self.n_warmup_steps >= 0, "tune.pruner.n_warmup_steps", "must be >= 0")
+        _check(self.min_resource >= 1, "tune.pruner.min_resource", "must be at least 1")
+        _check(self.reduction_factor >= 2, "tune.pruner.reduction_factor", "must be at least 2")
+
+
+def _default_space() -> dict[str, SearchParam]:
+    return {
+        "conv1_filters": SearchParam("model.filters.0", "int", 16, 64, 8),
+        "conv2_filters": SearchParam("model.filters.1", "int", 32, 128, 16),
+        "dense_units": SearchParam("model.dense_units.0", "int", 64, 256, 32),
+        "dropout": SearchParam("model.dropout", "float", 0.1, 0.6),
+        "learning_rate": SearchParam("train.learning_rate", "float", 3e-4, 1e-2, log=True),
+        "batch_size": SearchParam("train.batch_size", "categorical", choices=(64, 128, 256)),
+    }
+
+
+@dataclass(frozen=True)
+class TuneParams:
+    """Optuna study settings. Trials train `epochs` epochs on a stratified `train_fraction` of
+    the training split and are scored on the validation split (never the test set)."""
+
+    study_name: str = "mnist-cnn"
+    storage: str = ""  # empty: journal file optuna/<study_name>.journal; else an Optuna storage URL
+    n_trials: int = 20  # finished trials (complete or pruned) the study should hold
+    timeout_s: float = 0.0  # stop starting trials after this long; 0: no limit
+    workers: int = 1
+    epochs: int = 4
+    train_fraction: float = 0.25
+    seed: int = 42
+    sampler: SamplerParams = SamplerParams()
+    pruner: PrunerParams = PrunerParams()
+    space: dict[str, SearchParam] = field(default_factory=_default_space)
+
+    def __post_init__(self) -> None:
+        _check(bool(self.study_name.strip()), "tune.study_name", "must not be empty")
+        _check(self.n_trials >= 1, "tune.n_trials", "must be at least 1")
+        _check(self.timeout_s >= 0, "tune.timeout_s", "must be >= 0 (0: no limit)")
+        _check(self.workers >= 1, "tune.workers", "must be at least 1")
+        _check(self.epochs >= 1, "tune.epochs", "must be at least 1")
+        _check(0 < self.train_fraction <= 1, "tune.train_fraction", "must be in (0, 1]")
+        _check(bool(self.space), "tune.space", "needs at least one parameter")
+        for name, spec in self.space.items():
+            _check_search_param(f"tune.space.{name}", spec)
+
+
+def _check_search_param(key: str, spec: SearchParam) -> None:
+    if spec.type == "categorical":
+        _check(len(spec.choices) >= 1, key, "is categorical and needs a non-empty `choices` list")
+        _check(spec.low is None and spec.high is None and spec.step is None and not spec.log, key,
+               "is categorical: give `choices` only (no low, high, step or log)")
+        _check(len(set(map(repr, spec.choices))) == len(spec.choices), key, f"has repeated choices {list(spec.choices)}")
+        return
+    _check(not spec.choices, key, f"is {spec.type}: give low and high, not choices")
+    _check(spec.low is not None and spec.high is not None, key, "needs both low and high")
+    assert spec.low is not None and spec.high is not None
+    _check(spec.low < spec.high, key, f"has an empty or inverted range: low {spec.low:g} must be below high {spec.high:g}")
+    if spec.type == "int":
+        ints = [v for v in (spec.low, spec.high, spec.step) if v is not None]
+        _check(all(float(v).is_integer() for v in ints), key, "is int: low, high and step must be whole numbers")
+    if spec.log:
+        _check(spec.low > 0, key, f"is log-scaled: low must be positive, got {spec.low:g}")
+        _check(spec.step is None or (spec.type == "int" and spec.step == 1), key, "cannot combine log with a step")
+    if spec.step is not None:
+        _check(spec.step > 0, key, "step must be positive")
+        _check(spec.step <= spec.high - spec.low, key, f"step {spec.step:g} is wider than the range {spec.low:g}..{spec.high:g}")
+
+
+@dataclass(frozen=True)
 class Params:
     data: DataParams
     model: ModelParams = ModelParams()
@@ -173,9 +274,38 @@ class Params:
     evaluate: EvaluateParams = EvaluateParams()
     register: RegisterParams = RegisterParams()
     tracking: TrackingParams = TrackingParams()
+    tune: TuneParams = TuneParams()
+
+    def __post_init__(self) -> None:
+        for name, spec in self.tune.space.items():
+            try:
+                lookup(to_dict(self), spec.param, any_index=True)
+            except KeyError as exc:
+                raise ConfigError(f"tune.space.{name}.param {spec.param!r} is not a params key: {exc.args[0]}") from None
+            _check(spec.param.split(".")[0] in ("model", "train"), f"tune.space.{name}.param",
+                   f"must be under model or train, got {spec.param!r}")
+
+
+def lookup(tree: Any, dotted: str, any_index: bool = False) -> Any:
+    """The value at `dotted` (e.g. `model.filters.0`) in a nested dict/list; KeyError names the
+    bad part. With `any_index`, an index past the end of a list is accepted (and gives None):
+    the space may address a block that only exists once `model.filters` grows."""
+    node = tree
+    for part in dotted.split("."):
+        if isinstance(node, Mapping) and part in node:
+            node = node[part]
+        elif isinstance(node, (list, tuple)) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        elif any_index and isinstance(node, (list, tuple)) and part.isdigit():
+            node = None
+        else:
+            raise KeyError(f"no {part!r} in {dotted!r}")
+    return node
 
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:
+    if tp is Any:
+        return value
     origin = typing.get_origin(tp)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, Mapping):
@@ -327,3 +457,29 @@ def load_params(path: str | Path = "params.yaml", overrides: list[str] | None = 
         return from_mapping(Params, raw)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
+
+
+def edit_params_file(path: str | Path, edit: typing.Callable[[Any], None]) -> None:
+    """Round-trip edit of a params file with its comments and layout kept: `edit` changes the
+    parsed document in place; the result must still load, and it replaces the file atomically."""
+    import io
+
+    from ruamel.yaml import YAML
+
+    from mnist_cnn import atomic
+
+    path = Path(path)
+    yaml = YAML()
+    yaml.preserve_quotes = True
+    yaml.width = 4096
+    yaml.indent(mapping=2, sequence=4, offset=2)
+    try:
+        doc = yaml.load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"params file {path} not found; run from the project root or pass --params") from None
+    edit(doc)
+    buf = io.StringIO()
+    yaml.dump(doc, buf)
+    with atomic.atomic_path(path) as tmp:
+        tmp.write_text(buf.getvalue())
+        load_params(tmp)  # the result must still be a valid params file

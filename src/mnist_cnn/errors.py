@@ -15,3 +15,7 @@ class DataError(MnistCnnError):
 
 class TrackingError(MnistCnnError):
     """The MLflow tracking store or model registry cannot be used."""
+
+
+class TuneError(MnistCnnError):
+    """A tuning study cannot start or finish (search space, storage, workers)."""

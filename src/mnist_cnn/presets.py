@@ -49,18 +49,10 @@ def load(name: str, overrides: list[str] | None = None, directory: Path | None =
 
 def apply(name: str, params_path: Path, directory: Path | None = None) -> list[str]:
     """Write the preset's sections into `params_path` in place; return the keys that changed."""
-    from ruamel.yaml import YAML
-
-    from mnist_cnn import atomic
-    from mnist_cnn.config import load_params
+    from mnist_cnn.config import edit_params_file
 
     raw = read(name, directory)
     load(name, directory=directory)  # validate before touching the user's file
-    yaml = YAML()
-    yaml.preserve_quotes = True
-    yaml.width = 4096
-    yaml.indent(mapping=2, sequence=4, offset=2)
-    doc = yaml.load(params_path.read_text())
     changed: list[str] = []
 
     def merge(target, source, prefix: str) -> None:
@@ -75,15 +67,11 @@ def apply(name: str, params_path: Path, directory: Path | None = None) -> list[s
                 changed.append(f"{prefix}{key}")
                 target[key] = value
 
-    for section in SECTIONS:
-        if section not in doc:
-            doc[section] = {}
-        merge(doc[section], raw[section], f"{section}.")
-    import io
+    def edit(doc) -> None:
+        for section in SECTIONS:
+            if section not in doc:
+                doc[section] = {}
+            merge(doc[section], raw[section], f"{section}.")
 
-    buf = io.StringIO()
-    yaml.dump(doc, buf)
-    with atomic.atomic_path(params_path) as tmp:
-        tmp.write_text(buf.getvalue())
-        load_params(tmp)  # the result must still be a valid params file
+    edit_params_file(params_path, edit)
     return changed

@@ -23,6 +23,7 @@ TAG_STAGE = "mnist_cnn.stage"
 TAG_PIPELINE = "mnist_cnn.pipeline_id"
 TAG_COMMIT = "mnist_cnn.git_commit"
 TAG_DIRTY = "mnist_cnn.git_dirty"
+TAG_OWNER = "mnist_cnn.owner"  # host:pid:start-time of the process running the run
 
 
 def project_root(start: str | Path | None = None) -> Path:
@@ -138,16 +139,64 @@ def git_state(root: Path) -> dict[str, str]:
     return {TAG_COMMIT: commit, TAG_DIRTY: str(dirty).lower()}
 
 
+def owner_tag() -> dict[str, str]:
+    import socket
+
+    import psutil
+
+    return {TAG_OWNER: f"{socket.gethostname()}:{os.getpid()}:{psutil.Process().create_time():.3f}"}
+
+
+def _owner_dead(owner: str) -> bool:
+    """True when `owner` names a process of this machine that no longer runs."""
+    import socket
+
+    import psutil
+
+    try:
+        host, pid, started = owner.rsplit(":", 2)
+        if host != socket.gethostname():
+            return False
+        return abs(psutil.Process(int(pid)).create_time() - float(started)) > 1.0
+    except psutil.NoSuchProcess:
+        return True
+    except (ValueError, psutil.Error):
+        return False
+
+
+def reap_stale_runs(experiment_id: str) -> list[str]:
+    """Mark KILLED the runs still RUNNING whose process (on this machine) is gone, e.g. after a
+    `kill -9` or a power cut, so no run stays "running" forever. Returns their ids."""
+    from mlflow.entities import ViewType
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    reaped = []
+    try:
+        running = client.search_runs(
+            [experiment_id], filter_string="attributes.status = 'RUNNING'", run_view_type=ViewType.ACTIVE_ONLY, max_results=1000
+        )
+    except Exception:  # never block a run on housekeeping
+        return reaped
+    for run in running:
+        owner = run.data.tags.get(TAG_OWNER)
+        if owner and _owner_dead(owner):
+            client.set_terminated(run.info.run_id, "KILLED")
+            reaped.append(run.info.run_id)
+    return reaped
+
+
 @contextlib.contextmanager
 def stage_run(stage: str, experiment_id: str, root: Path, run_id: str | None = None) -> Iterator[Any]:
     """An MLflow run for one stage (or, with `run_id`, the reopened run of an earlier stage).
     It ends FINISHED on success and FAILED (KILLED on Ctrl-C) on any error."""
     import mlflow
 
-    tags = {TAG_STAGE: stage, TAG_PIPELINE: pipeline_id(), **git_state(root)}
+    tags = {TAG_STAGE: stage, TAG_PIPELINE: pipeline_id(), **git_state(root), **owner_tag()}
+    reap_stale_runs(experiment_id)
     if run_id:
         run = mlflow.start_run(run_id=run_id)
-        mlflow.set_tags({f"{TAG_STAGE}.{stage}": "done", f"{TAG_PIPELINE}.{stage}": tags[TAG_PIPELINE]})
+        mlflow.set_tags({f"{TAG_STAGE}.{stage}": "done", f"{TAG_PIPELINE}.{stage}": tags[TAG_PIPELINE], **owner_tag()})
     elif os.environ.get("MLFLOW_RUN_ID"):  # launched by `mlflow run`: log into its run
         run = mlflow.start_run()
         mlflow.set_tags(tags)
