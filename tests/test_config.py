@@ -55,9 +55,16 @@ def test_repository_params_yaml_loads_with_expected_values():
     assert params.model.filters == (32, 64)
     assert params.model.dense_units == (128,)
     assert params.model.padding == "valid"
-    assert params.train.optimizer == "adam"
-    assert params.train.epochs == 10
-    assert params.train.schedule.name == "constant"
+    # the default is the `accurate` preset
+    assert params.model.batch_norm is True and params.model.convs_per_block == 2
+    assert params.train.optimizer == "adamw"
+    assert params.train.epochs == 12
+    assert params.train.schedule.name == "onecycle"
+    assert params.tune.n_trials == 20 and params.tune.pruner.name == "median"
+    assert {s.param for s in params.tune.space.values()} >= {
+        "model.filters.0", "model.filters.1", "model.dense_units.0", "model.dropout", "train.learning_rate", "train.batch_size"
+    }
+    assert params.tune.space["learning_rate"].log is True
     assert params.data.val_fraction == pytest.approx(0.1)
     assert set(params.data.sha256) == set(MNIST_FILES)
     assert len(params.data.mirrors) == 2 and all(m.startswith("https://") for m in params.data.mirrors)
@@ -195,6 +202,7 @@ def test_mixed_precision_on_and_off_are_accepted_unquoted(raw, value):
 
 def test_exponent_notation_is_a_number(tmp_path, raw):
     data = copy.deepcopy(raw)
+    data["train"]["learning_rate"] = 0.001
     path = write_params(tmp_path / "params.yaml", data)
     path.write_text(path.read_text().replace("learning_rate: 0.001", "learning_rate: 1e-3"))
     assert "learning_rate: 1e-3" in path.read_text()
@@ -212,7 +220,7 @@ def test_exponent_notation_is_a_number(tmp_path, raw):
         ("data.timeout_s=0", r"data\.timeout_s must be positive"),
         ("data.retries=0", r"data\.retries must be at least 1"),
         ("data.mirrors=[]", r"data\.mirrors needs at least one mirror"),
-        ("train.weight_decay=0.01", r"train\.weight_decay needs optimizer adamw or sgd"),  # with adam
+        ("train.optimizer=adam", r"train\.weight_decay needs optimizer adamw or sgd"),  # default decay 0.0005
         ("train.learning_rate=0", r"train\.learning_rate must be positive"),
         ("train.label_smoothing=1.0", r"train\.label_smoothing must be in \[0, 1\)"),
         ("train.epochs=0", r"train\.epochs must be at least 1"),
@@ -297,7 +305,7 @@ def test_load_params_applies_overrides(raw):
     params = load_params(PARAMS, ["train.epochs=1", "model.filters=[8]"])
     assert params.train.epochs == 1
     assert params.model.filters == (8,)
-    assert load_params(PARAMS).train.epochs == 10, "overrides must not leak into the file"
+    assert load_params(PARAMS).train.epochs == 12, "overrides must not leak into the file"
 
 
 # --- flatten --------------------------------------------------------------------------------
@@ -305,9 +313,9 @@ def test_load_params_applies_overrides(raw):
 
 def test_flatten_gives_dotted_keys_and_list_strings():
     flat = flatten(load_params(PARAMS))
-    assert flat["train.learning_rate"] == 0.001
-    assert flat["train.schedule.name"] == "constant"
-    assert flat["model.augment.rotation_deg"] == 0.0
+    assert flat["train.learning_rate"] == 0.003
+    assert flat["train.schedule.name"] == "onecycle"
+    assert flat["model.augment.rotation_deg"] == 8.0
     assert flat["model.filters"] == "[32, 64]"
     assert flat["model.dense_units"] == "[128]"
     assert flat["data.sha256.train-images-idx3-ubyte"].startswith("ba891046")

@@ -47,6 +47,7 @@ def run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None, check: boo
 def project(tmp_path_factory):
     server = MirrorServer(SUBSET)
     dest = copy_project(tmp_path_factory.mktemp("project"))
+    run(["mnist-cnn", "preset", "fast"], dest)  # the README's command; keeps the run short
     params = yaml.safe_load((dest / "params.yaml").read_text())
     params["data"]["mirrors"] = [server.url]
     params["data"]["sha256"] = subset_sha256()
