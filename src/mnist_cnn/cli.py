@@ -55,6 +55,19 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=5001)
     serve.add_argument("--workers", type=int, default=1)
     add_params_args(serve)
+    predict = sub.add_parser(
+        "predict", help="predict the digit in image files (PNG, JPEG, BMP), brought to MNIST's form as the server does"
+    )
+    predict.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
+    predict.add_argument("--model", help="model URI or a local .keras file (default: the registry's champion)")
+    predict.add_argument("--json", action="store_true", help="one JSON object per line: file, digit, confidence, probabilities")
+    predict.add_argument("--save-grid", type=Path, metavar="PNG", help="also save the 28x28 inputs as the model saw them, with predictions")
+    add_params_args(predict)
+    export = sub.add_parser("export", help="export the champion's network (or --model) for devices")
+    export.add_argument("--format", choices=["tflite"], default="tflite", help="output format (default: tflite)")
+    export.add_argument("--model", help="model URI or a local .keras file (default: the registry's champion)")
+    export.add_argument("--out", type=Path, default=Path("models/model.tflite"), help="output file (default: models/model.tflite)")
+    add_params_args(export)
     tune = sub.add_parser(
         "tune",
         help="run or resume the Optuna study of params.yaml's tune section; --apply copies its best params into params.yaml",
@@ -125,6 +138,65 @@ def _tune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _model_or_champion(args: argparse.Namespace) -> str:
+    """`--model` as given, else the registry's champion (a clear error when there is none)."""
+    if args.model:
+        return args.model
+    from mnist_cnn import config, registry, tracking
+
+    params = config.load_params(args.params, args.overrides)
+    tracking.configure(params.tracking, tracking.project_root())
+    return registry.champion_uri(params.register.model_name, params.register.champion_alias)
+
+
+def _predict(args: argparse.Namespace) -> int:
+    import json
+
+    import numpy as np
+
+    from mnist_cnn import images, serving
+
+    predict = serving.load_predict_fn(_model_or_champion(args))
+    names, pixels, failed = [], [], 0
+    for path in args.images:
+        try:
+            pixels.append(images.prepare(path))
+            names.append(str(path))
+        except images.ImageError as exc:
+            print(f"error: {path}: {exc}", file=sys.stderr)
+            failed += 1
+    proba = predict(np.stack(pixels)) if pixels else np.zeros((0, 10))
+    digits = proba.argmax(axis=1)
+    for name, p, digit in zip(names, proba, digits):
+        confidence = round(float(p[digit]), 6)
+        if args.json:
+            print(json.dumps({"file": name, "digit": int(digit), "confidence": confidence,
+                              "probabilities": [round(float(v), 6) for v in p]}))  # fmt: skip
+        else:
+            print(f"{name}\t{digit}\t{confidence:.4f}")
+    if args.save_grid and pixels:
+        from mnist_cnn import atomic, figures
+
+        titles = [f"{Path(n).name[:16]}\n{d} ({p[d]:.2f})" for n, p, d in zip(names, proba, digits)]
+        colors = ["black" if p[d] >= 0.5 else "red" for p, d in zip(proba, digits)]
+        fig = figures.image_grid(np.stack(pixels), titles, "as the model sees them: digit (confidence)", colors)
+        with atomic.atomic_path(args.save_grid) as tmp:
+            fig.savefig(tmp, format="png")
+        print(f"grid of {len(pixels)} inputs written to {args.save_grid}", file=sys.stderr)
+    if failed:
+        print(f"error: {failed} of {len(args.images)} images could not be read", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from mnist_cnn import export
+
+    model = _model_or_champion(args)
+    out = export.export_tflite(model, args.out)
+    print(f"{out}: TFLite model of {model} ({out.stat().st_size:,} bytes); input float32 pixels 0-255 (N, 28, 28, 1)")
+    return 0
+
+
 def _show_params(args: argparse.Namespace) -> int:
     import yaml
 
@@ -151,5 +223,5 @@ def _apply_preset(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    commands = {"params": _show_params, "preset": _apply_preset, "serve": _serve, "tune": _tune}
+    commands = {"params": _show_params, "preset": _apply_preset, "serve": _serve, "predict": _predict, "export": _export, "tune": _tune}
     run_main(lambda: commands[args.command](args))
