@@ -17,8 +17,8 @@ def main() -> None:
     from mnist_cnn.atomic import atomic_dir
 
     params = config.load_params(args.params, args.overrides)
-    full_train = data.load_idx_pair(args.raw_dir, "train")
-    test = data.load_idx_pair(args.raw_dir, "t10k")
+    full_train = data.load_idx_pair(args.raw_dir, "train", params.data.sha256)
+    test = data.load_idx_pair(args.raw_dir, "t10k", params.data.sha256)
     train, val = data.stratified_split(full_train, params.data.val_fraction, params.data.split_seed)
     splits = {"train": train, "val": val, "test": test}
 
@@ -31,6 +31,7 @@ def main() -> None:
         with atomic_dir(args.out_dir) as tmp:
             for name, split in splits.items():
                 data.save_split(tmp / f"{name}.npz", split)
+            data.write_manifest(tmp)
         counts = {name: split.class_counts() for name, split in splits.items()}
         tracking.log_table(
             [{"digit": d, **{name: counts[name][d] for name in splits}} for d in range(data.NUM_CLASSES)],

@@ -74,12 +74,28 @@ def parse_idx_labels(raw: bytes, source: str = "labels") -> np.ndarray:
     return labels
 
 
-def load_idx_pair(raw_dir: Path, prefix: str) -> Split:
-    """Read `<prefix>-images-idx3-ubyte.gz` and its labels from `raw_dir` and check they agree."""
+def _verify(raw: bytes, path: Path, expected: str | None) -> None:
+    if expected is None:
+        return
+    actual = hashlib.sha256(raw).hexdigest()
+    if actual != expected:
+        raise DataError(
+            f"{path}: content SHA-256 {actual[:12]}... differs from data.sha256 in params.yaml ({expected[:12]}...); "
+            "the file changed after download: re-run `dvc repro -f download`"
+        )
+
+
+def load_idx_pair(raw_dir: Path, prefix: str, sha256: dict[str, str] | None = None) -> Split:
+    """Read `<prefix>-images-idx3-ubyte.gz` and its labels from `raw_dir` and check they agree;
+    with `sha256` (params' data.sha256), also check each file's decompressed content."""
     img_path = raw_dir / f"{prefix}-images-idx3-ubyte.gz"
     lbl_path = raw_dir / f"{prefix}-labels-idx1-ubyte.gz"
-    x = parse_idx_images(_read_gz(img_path), str(img_path))
-    y = parse_idx_labels(_read_gz(lbl_path), str(lbl_path))
+    raw_images, raw_labels = _read_gz(img_path), _read_gz(lbl_path)
+    if sha256 is not None:
+        _verify(raw_images, img_path, sha256.get(f"{prefix}-images-idx3-ubyte"))
+        _verify(raw_labels, lbl_path, sha256.get(f"{prefix}-labels-idx1-ubyte"))
+    x = parse_idx_images(raw_images, str(img_path))
+    y = parse_idx_labels(raw_labels, str(lbl_path))
     if len(x) != len(y):
         raise DataError(f"{img_path.name} has {len(x)} images but {lbl_path.name} has {len(y)} labels")
     return Split(x, y)
@@ -108,8 +124,37 @@ def save_split(path: Path, split: Split) -> None:
             np.savez(fh, x=split.x, y=split.y)
 
 
+MANIFEST = "SHA256SUMS"
+
+
+def write_manifest(data_dir: Path) -> None:
+    """`SHA256SUMS` of the split files, checked by `load_split` whenever it is present."""
+    from mnist_cnn.atomic import write_text
+
+    sums = processed_checksums(data_dir)
+    write_text(data_dir / MANIFEST, "".join(f"{digest}  {name}.npz\n" for name, digest in sums.items()))
+
+
+def _check_manifest(path: Path) -> None:
+    manifest = path.parent / MANIFEST
+    if not manifest.is_file():
+        return
+    expected = {}
+    for line in manifest.read_text().splitlines():
+        parts = line.split()
+        if len(parts) == 2:
+            expected[parts[1]] = parts[0]
+    if path.name in expected and file_sha256(path) != expected[path.name]:
+        raise DataError(
+            f"{path} does not match its checksum in {manifest}: it changed after preprocessing; "
+            "re-run the preprocess stage (dvc repro -f preprocess)"
+        )
+
+
 def load_split(data_dir: str | Path, name: str) -> Split:
     path = Path(data_dir) / f"{name}.npz"
+    if path.is_file():
+        _check_manifest(path)
     try:
         with np.load(path, allow_pickle=False) as npz:
             x, y = npz["x"], npz["y"]

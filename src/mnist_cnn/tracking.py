@@ -78,14 +78,39 @@ def configure(params: TrackingParams, root: Path | None = None) -> str:
     uri = tracking_uri(root)
     check_reachable(uri)
     mlflow.set_tracking_uri(uri)
+    with _store_setup_lock(uri):
+        return _ensure_experiment(params, root, uri)
+
+
+@contextlib.contextmanager
+def _store_setup_lock(uri: str) -> Iterator[None]:
+    """Processes starting at once on a fresh SQLite store (tuning workers, two `dvc repro`)
+    create and migrate it one at a time, so none sees a half-made schema or "database is locked"."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+
+    lock = Path(uri[len("sqlite:///") :] + ".setup-lock")
+    with open(lock, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _ensure_experiment(params: TrackingParams, root: Path, uri: str) -> str:
+    import mlflow
+
     try:
         experiment = mlflow.get_experiment_by_name(params.experiment)
         if experiment is not None:
             return experiment.experiment_id
         location = None
-        if uri.startswith("sqlite:///") and not os.environ.get("MLFLOW_TRACKING_URI"):
-            # Artifacts next to the store, not relative to whatever directory created it.
-            location = (root / "mlartifacts").as_uri()
+        if uri.startswith("sqlite:///"):
+            # Artifacts next to the store, not in ./mlruns of whatever directory created it.
+            location = (Path(uri[len("sqlite:///") :]).parent / "mlartifacts").as_uri()
         try:
             return mlflow.create_experiment(params.experiment, artifact_location=location)
         except mlflow.exceptions.MlflowException:

@@ -4,6 +4,7 @@ checkpoint, resumable backups. Knows nothing of MLflow; per-epoch hooks do the l
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import time
 from pathlib import Path
@@ -36,7 +37,7 @@ class TrainResult:
 
     @property
     def best(self) -> dict[str, float]:
-        return self.history[self.best_epoch - 1]
+        return next(row for row in self.history if row["epoch"] == self.best_epoch)
 
 
 def make_deterministic(seed: int) -> None:
@@ -107,6 +108,20 @@ def encode_labels(y: np.ndarray, params: TrainParams) -> np.ndarray:
     return y
 
 
+def _read_history(path: Path) -> list[dict[str, float]]:
+    rows = []
+    try:
+        for line in path.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                break  # a line cut short by the kill
+    except FileNotFoundError:
+        return []
+    by_epoch = {int(r["epoch"]): r for r in rows if "epoch" in r}
+    return [by_epoch[e] for e in sorted(by_epoch)]
+
+
 def _epoch_callback(hook: EpochHook, timings: list[float]):
     import keras
 
@@ -154,20 +169,33 @@ def train(
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     best_path = work_dir / "best.weights.h5"
-    history: list[dict[str, float]] = []
+    history_path = work_dir / "history.jsonl"
+    # Rows of the epochs a killed run completed: BackupAndRestore resumes after them.
+    history = _read_history(history_path) if (work_dir / "backup").exists() else []
+    if not history:
+        history_path.unlink(missing_ok=True)
+        best_path.unlink(missing_ok=True)
     timings: list[float] = []
+    for row in history:  # the resumed run's curves start at epoch 1
+        for hook in on_epoch:
+            hook(int(row["epoch"]), {k: v for k, v in row.items() if k != "epoch"})
 
     def record(epoch: int, row: dict[str, float]) -> None:
+        history[:] = [r for r in history if r["epoch"] < epoch]
         history.append({"epoch": epoch, **row})
+        with open(history_path, "a") as fh:
+            fh.write(json.dumps(history[-1]) + "\n")
         for hook in on_epoch:
             hook(epoch, row)
 
+    best_so_far = max((r.get("val_accuracy", 0.0) for r in history), default=None)
     callbacks = [
+        _epoch_callback(record, timings),  # before the backup: a resumed epoch replaces its row
         keras.callbacks.BackupAndRestore(str(work_dir / "backup"), delete_checkpoint=True),
         keras.callbacks.ModelCheckpoint(
-            str(best_path), monitor="val_accuracy", mode="max", save_best_only=True, save_weights_only=True
+            str(best_path), monitor="val_accuracy", mode="max", save_best_only=True, save_weights_only=True,
+            initial_value_threshold=best_so_far,
         ),
-        _epoch_callback(record, timings),
     ]
     if params.schedule.name == "plateau":
         callbacks.append(
@@ -201,6 +229,7 @@ def train(
     if best_path.exists():
         model.load_weights(str(best_path))
         best_path.unlink()
+    history_path.unlink(missing_ok=True)
     if not history:
         raise RuntimeError("training ran no epoch")
     best_epoch = max(history, key=lambda r: (r.get("val_accuracy", 0.0), -r.get("val_loss", 0.0)))["epoch"]

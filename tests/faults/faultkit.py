@@ -1,0 +1,65 @@
+"""Shared by the fault suite: a copy of the project wired to a loopback mirror of the MNIST
+subset (fast preset, 2 epochs), and helpers to run its commands the way a user does."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import SUBSET, MirrorServer, copy_project, subset_sha256
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "MNIST_MIRROR", "MLFLOW_RUN_ID")}
+    env.update(TF_CPP_MIN_LOG_LEVEL="2", **extra)
+    return env
+
+
+def run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None, check: bool = True, timeout: int = 600):
+    proc = subprocess.run(cmd, cwd=cwd, env=env or clean_env(), capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(map(str, cmd))} exited {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def edit_params(dest: Path, **sections) -> None:
+    params = yaml.safe_load((dest / "params.yaml").read_text())
+    for section, values in sections.items():
+        params[section].update(values)
+    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def commit(dest: Path, message: str) -> None:
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@l", "commit", "-qam", message], dest)
+
+
+def champion_version(dest: Path) -> str | None:
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{dest / 'mlflow.db'}")
+    try:
+        return client.get_model_version_by_alias("mnist-cnn", "champion").version
+    except MlflowException:
+        return None
+
+
+@pytest.fixture
+def project(tmp_path):
+    """(project dir, mirror): the project on the subset, fast preset, 2 epochs, gate at 50%."""
+    server = MirrorServer(SUBSET)
+    dest = copy_project(tmp_path / "project")
+    run(["mnist-cnn", "preset", "fast"], dest)
+    edit_params(
+        dest,
+        data={"mirrors": [server.url], "sha256": subset_sha256(), "retries": 1, "backoff_s": 0.1, "timeout_s": 5},
+        train={"epochs": 2},
+        register={"min_test_accuracy": 0.5},
+    )
+    commit(dest, "test params")
+    yield dest, server
+    server.close()
