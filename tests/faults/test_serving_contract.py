@@ -1,4 +1,4 @@
-"""A real `mlflow models serve` (127.0.0.1, free port, one worker) on a model trained on the
+"""Contract of the scoring server (issues 4 and 6): a real `mlflow models serve` (127.0.0.1, free port, one worker) on a model trained on the
 subset: every input form, every kind of bad input, concurrent requests, and the logged model."""
 
 from __future__ import annotations
