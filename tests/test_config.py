@@ -60,7 +60,7 @@ def test_repository_params_yaml_loads_with_expected_values():
     assert params.train.optimizer == "adamw"
     assert params.train.epochs == 12
     assert params.train.schedule.name == "onecycle"
-    assert params.tune.n_trials == 20 and params.tune.pruner.name == "median"
+    assert params.tune.n_trials == 20 and params.tune.pruner.name == "percentile"
     assert {s.param for s in params.tune.space.values()} >= {
         "model.filters.0", "model.filters.1", "model.dense_units.0", "model.dropout", "train.learning_rate", "train.batch_size"
     }

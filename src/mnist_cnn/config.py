@@ -191,13 +191,18 @@ class SamplerParams:
 
 @dataclass(frozen=True)
 class PrunerParams:
-    name: Literal["median", "hyperband", "none"] = "median"
-    n_startup_trials: int = 3  # median: trials finished before pruning starts
-    n_warmup_steps: int = 0  # median: epochs of a trial never pruned (0: prune from the first)
+    """`percentile` stops a trial whose validation accuracy after an epoch is outside the top
+    `percentile` % of earlier trials at that epoch; `median` is the same at 50%."""
+
+    name: Literal["percentile", "median", "hyperband", "none"] = "percentile"
+    percentile: float = 33.0  # percentile: the share of trials kept at each epoch
+    n_startup_trials: int = 2  # percentile/median: trials finished before pruning starts
+    n_warmup_steps: int = 0  # percentile/median: epochs of a trial never pruned (0: prune from the first)
     min_resource: int = 1  # hyperband: epochs before the first cut
     reduction_factor: int = 3  # hyperband
 
     def __post_init__(self) -> None:
+        _check(0 < self.percentile <= 100, "tune.pruner.percentile", "must be in (0, 100]")
         _check(self.n_startup_trials >= 0, "tune.pruner.n_startup_trials", "must be >= 0")
         _check(self.n_warmup_steps >= 0, "tune.pruner.n_warmup_steps", "must be >= 0")
         _check(self.min_resource >= 1, "tune.pruner.min_resource", "must be at least 1")
@@ -212,6 +217,8 @@ def _default_space() -> dict[str, SearchParam]:
         "dropout": SearchParam("model.dropout", "float", 0.1, 0.6),
         "learning_rate": SearchParam("train.learning_rate", "float", 3e-4, 1e-2, log=True),
         "batch_size": SearchParam("train.batch_size", "categorical", choices=(64, 128, 256)),
+        "schedule": SearchParam("train.schedule.name", "categorical", choices=("constant", "onecycle", "cosine")),
+        "label_smoothing": SearchParam("train.label_smoothing", "float", 0.0, 0.15),
     }
 
 
@@ -225,7 +232,7 @@ class TuneParams:
     n_trials: int = 20  # finished trials (complete or pruned) the study should hold
     timeout_s: float = 0.0  # stop starting trials after this long; 0: no limit
     workers: int = 1
-    epochs: int = 4
+    epochs: int = 5
     train_fraction: float = 0.25
     seed: int = 42
     sampler: SamplerParams = SamplerParams()
