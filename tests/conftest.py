@@ -123,3 +123,34 @@ def copy_project(dest: Path) -> Path:
     subprocess.run(git + ["add", "-A"], cwd=dest, check=True)
     subprocess.run(git + ["commit", "-qm", "snapshot"], cwd=dest, check=True)
     return dest
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The environment of a user's shell: no tracking URI, mirror or MLflow run of the test's own."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "MNIST_MIRROR", "MLFLOW_RUN_ID")}
+    env.update(TF_CPP_MIN_LOG_LEVEL="2", **extra)
+    return env
+
+
+def run(cmd: list, cwd: Path, env: dict[str, str] | None = None, check: bool = True, timeout: int = 600):
+    proc = subprocess.run(cmd, cwd=cwd, env=env or clean_env(), capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(map(str, cmd))} exited {proc.returncode}\nstdout:\n{proc.stdout[-4000:]}\nstderr:\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def wait_until_up(url: str, proc: subprocess.Popen | None = None, timeout: float = 180) -> None:
+    """Poll `url` until it answers 200; fail early if `proc` (the server) exits."""
+    import requests
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            pytest.fail(f"server exited {proc.returncode} before answering {url}")
+        try:
+            if requests.get(url, timeout=2).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.5)
+    pytest.fail(f"{url} did not answer within {timeout:.0f}s")

@@ -4,17 +4,15 @@ loopback HTTP mirror, then the registry, `dvc exp run -S`, and a real `mlflow mo
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
-from conftest import SUBSET, MirrorServer, copy_project, free_port, subset_sha256
+from conftest import SUBSET, MirrorServer, clean_env, copy_project, free_port, run, subset_sha256, wait_until_up
 
 pytestmark = pytest.mark.slow
 
@@ -28,19 +26,6 @@ sys.meta_path.insert(0, Block())
 sys.argv = sys.argv[1:]
 runpy.run_path(sys.argv[0], run_name='__main__')
 """
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "MNIST_MIRROR", "MLFLOW_RUN_ID")}
-    env.update(TF_CPP_MIN_LOG_LEVEL="2", **extra)
-    return env
-
-
-def run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None, check: bool = True, timeout: int = 600):
-    proc = subprocess.run(cmd, cwd=cwd, env=env or clean_env(), capture_output=True, text=True, timeout=timeout)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\nstdout:\n{proc.stdout[-4000:]}\nstderr:\n{proc.stderr[-4000:]}")
-    return proc
 
 
 @pytest.fixture(scope="module")
@@ -131,16 +116,7 @@ def test_scoring_server_serves_the_champion(project):
     )
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(f"{url}/ping", timeout=2).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                time.sleep(0.5)
-            assert server.poll() is None, server.stdout.read()
-        else:
-            pytest.fail("scoring server did not start")
+        wait_until_up(f"{url}/ping", server)
         with np.load(dest / "data" / "processed" / "test.npz") as npz:
             x, y = npz["x"][:64], npz["y"][:64]
         resp = requests.post(f"{url}/invocations", json={"inputs": x[..., None].tolist()}, timeout=30)

@@ -1,4 +1,5 @@
-"""Outputs appear whole or not at all: write to a temporary sibling, then rename into place."""
+"""Outputs appear whole or not at all: write to a temporary sibling, then rename into place.
+Also the exclusive file lock that processes sharing a store or a study take turns with."""
 
 from __future__ import annotations
 
@@ -67,3 +68,18 @@ def write_json(path: str | Path, obj: Any) -> None:
 def write_csv(path: str | Path, header: list[str], rows: list[list[Any]]) -> None:
     lines = [",".join(header)] + [",".join(str(v) for v in row) for row in rows]
     write_text(path, "\n".join(lines) + "\n")
+
+
+@contextlib.contextmanager
+def file_lock(path: str | Path) -> Iterator[None]:
+    """An exclusive lock held by this process for the block (released if the process dies)."""
+    import fcntl
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

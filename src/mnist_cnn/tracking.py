@@ -82,22 +82,14 @@ def configure(params: TrackingParams, root: Path | None = None) -> str:
         return _ensure_experiment(params, root, uri)
 
 
-@contextlib.contextmanager
-def _store_setup_lock(uri: str) -> Iterator[None]:
+def _store_setup_lock(uri: str):
     """Processes starting at once on a fresh SQLite store (tuning workers, two `dvc repro`)
     create and migrate it one at a time, so none sees a half-made schema or "database is locked"."""
-    if not uri.startswith("sqlite:///"):
-        yield
-        return
-    import fcntl
+    from mnist_cnn.atomic import file_lock
 
-    lock = Path(uri[len("sqlite:///") :] + ".setup-lock")
-    with open(lock, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    if not uri.startswith("sqlite:///"):
+        return contextlib.nullcontext()
+    return file_lock(uri[len("sqlite:///") :] + ".setup-lock")
 
 
 def _ensure_experiment(params: TrackingParams, root: Path, uri: str) -> str:

@@ -12,9 +12,7 @@ process of the study looks, so it never stays RUNNING.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import fcntl
 import hashlib
 import json
 import logging
@@ -26,8 +24,9 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
+from mnist_cnn.atomic import file_lock
 from mnist_cnn.config import ModelParams, Params, SearchParam, TrainParams, from_mapping, lookup, to_dict
 from mnist_cnn.errors import ConfigError, TuneError
 
@@ -169,18 +168,6 @@ def sampler_seed(base: int, *salt: int) -> int:
     return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
 
 
-@contextlib.contextmanager
-def claim_lock(path: Path) -> Iterator[None]:
-    """Serialises "count trials, then start one" across the workers of this machine."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def lock_path(location: str, root: Path, study_name: str) -> Path:
     if "://" not in location:
         return Path(location).with_name(Path(location).name + ".claim")  # not ".lock": Optuna's own
@@ -253,7 +240,7 @@ def count_trials(study) -> dict[str, int]:
 
 def claim(study, n_trials: int, lock: Path):
     """Start a trial if the study holds fewer than `n_trials` complete, pruned or running ones."""
-    with claim_lock(lock):
+    with file_lock(lock):  # "count, then start a trial" by one worker of this machine at a time
         fail_stale_trials(study)
         counts = count_trials(study)
         if counts["COMPLETE"] + counts["PRUNED"] + counts["RUNNING"] >= n_trials:

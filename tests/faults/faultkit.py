@@ -3,27 +3,12 @@ subset (fast preset, 2 epochs), and helpers to run its commands the way a user d
 
 from __future__ import annotations
 
-import os
-import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import SUBSET, MirrorServer, copy_project, subset_sha256
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "MNIST_MIRROR", "MLFLOW_RUN_ID")}
-    env.update(TF_CPP_MIN_LOG_LEVEL="2", **extra)
-    return env
-
-
-def run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None, check: bool = True, timeout: int = 600):
-    proc = subprocess.run(cmd, cwd=cwd, env=env or clean_env(), capture_output=True, text=True, timeout=timeout)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(map(str, cmd))} exited {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    return proc
+from conftest import SUBSET, MirrorServer, clean_env, copy_project, run, subset_sha256  # noqa: F401 (re-exported)
 
 
 def edit_params(dest: Path, **sections) -> None:

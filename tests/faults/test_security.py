@@ -7,18 +7,15 @@ import os
 import re
 import signal
 import subprocess
-import time
 import tomllib
 from importlib.metadata import version
-from pathlib import Path
 
 import psutil
 import pytest
-import requests
 from packaging.version import Version
 
 import tiny_model
-from conftest import ROOT, free_port
+from conftest import ROOT, free_port, wait_until_up
 
 # Keras 3.15.0: safe_mode bypass fixes through CVE-2026-12481. MLflow 3.16.1: path-traversal
 # fixes (CVE-2023-6909 ... CVE-2026-2614) and no default basic-auth admin password (CVE-2026-2635).
@@ -37,7 +34,7 @@ def test_pyproject_pins_the_security_floors_and_they_are_installed():
 @pytest.mark.slow
 def test_mnist_cnn_serve_listens_on_loopback_only_by_default(tmp_path):
     store = tmp_path / "store"
-    model_uri = tiny_model.log(tiny_model.train(tmp_path / "m.keras"), store, register_as="mnist-cnn")
+    tiny_model.log(tiny_model.train(tmp_path / "m.keras"), store, register_as="mnist-cnn")
     (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
     (tmp_path / "dvc.yaml").write_text("stages: {}\n")
     port = free_port()
@@ -45,15 +42,7 @@ def test_mnist_cnn_serve_listens_on_loopback_only_by_default(tmp_path):
     proc = subprocess.Popen(["mnist-cnn", "serve", "--port", str(port)], cwd=tmp_path, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        deadline = time.time() + 180
-        while time.time() < deadline:
-            try:
-                if requests.get(f"http://127.0.0.1:{port}/ping", timeout=2).status_code == 200:
-                    break
-            except requests.RequestException:
-                time.sleep(0.5)
-        else:
-            pytest.fail("mnist-cnn serve did not come up")
+        wait_until_up(f"http://127.0.0.1:{port}/ping", proc)
         tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
         listening = [c.laddr for p in tree for c in p.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
         assert listening and all(addr.ip == "127.0.0.1" for addr in listening), listening

@@ -10,13 +10,12 @@ import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 import psutil
 import pytest
 
-from conftest import free_port
-from test_tuning import load_study, processed, run_tune, runs, states, tune_cmd, workdir  # noqa: F401 (fixtures)
+from conftest import free_port, wait_until_up
+from test_tuning import load_study, processed, runs, states, tune_cmd, workdir  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.slow
 
@@ -75,21 +74,12 @@ def mlflow_server(tmp_path):
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
-    import requests
-
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            if requests.get(f"{url}/health", timeout=2).status_code == 200:
-                break
-        except requests.RequestException:
-            time.sleep(0.5)
-    else:
-        os.killpg(proc.pid, signal.SIGKILL)
-        pytest.fail("mlflow server did not start")
-    yield url
-    os.killpg(proc.pid, signal.SIGTERM)
-    proc.wait(30)
+    try:
+        wait_until_up(f"{url}/health", proc)
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)
 
 
 def test_tuning_workers_against_a_real_tracking_server(workdir, processed, mlflow_server):
