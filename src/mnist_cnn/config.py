@@ -195,8 +195,8 @@ class PrunerParams:
     `percentile` % of earlier trials at that epoch; `median` is the same at 50%."""
 
     name: Literal["percentile", "median", "hyperband", "none"] = "percentile"
-    percentile: float = 33.0  # percentile: the share of trials kept at each epoch
-    n_startup_trials: int = 2  # percentile/median: trials finished before pruning starts
+    percentile: float = 25.0  # percentile: the share of trials kept at each epoch
+    n_startup_trials: int = 1  # percentile/median: trials finished before pruning starts
     n_warmup_steps: int = 0  # percentile/median: epochs of a trial never pruned (0: prune from the first)
     min_resource: int = 1  # hyperband: epochs before the first cut
     reduction_factor: int = 3  # hyperband
