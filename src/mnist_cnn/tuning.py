@@ -5,9 +5,10 @@ Trials train on a stratified share of the training split and are scored on the v
 The study persists (journal file under `optuna/` by default, or any Optuna storage URL), so an
 interrupted study resumes with the same command. `workers > 1` runs that many processes on the
 same study: a trial is claimed under a lock only while the study holds fewer than `n_trials`
-finished or running trials, so N workers and M trials give M distinct trials. A trial whose
-worker died (SIGKILL, power loss) is marked failed, and its MLflow run killed, as soon as any
-process of the study looks, so it never stays RUNNING.
+finished or running trials, so N workers and M trials give M distinct trials (the lock is per
+machine: with a database shared by several machines, each may start one trial too many at the
+end). A trial whose worker died (SIGKILL, power loss) is marked failed, and its MLflow run
+killed, as soon as any process of the study looks, so it never stays RUNNING.
 """
 
 from __future__ import annotations
