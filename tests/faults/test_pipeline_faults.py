@@ -141,3 +141,29 @@ def test_two_repro_at_once_one_waits_or_fails_cleanly_and_state_stays_consistent
     assert len(versions) == 2, "the second pipeline ran exactly once"
     report = json.loads((dest / "reports" / "register.json").read_text())
     assert report["version"] == max(int(v.version) for v in versions)
+
+
+def test_same_params_and_seed_give_bit_identical_weights_and_metrics(project, tmp_path):
+    """Two separate processes of the train stage, augmentation and dropout on, on the CPU."""
+    import csv
+
+    import keras
+    import numpy as np
+
+    dest, _ = project
+    run(["dvc", "repro", "preprocess"], dest)
+    outputs = []
+    for name in ("a", "b"):
+        out = tmp_path / name
+        run([sys.executable, "stages/train.py", "--set", "model.augment.rotation_deg=8", "--set", "model.augment.shift=0.05",
+             "--work-dir", str(out / "ckpt"), "--model", str(out / "model.keras"), "--run-info", str(out / "run.json"),
+             "--metrics", str(out / "metrics.json"), "--history", str(out / "history.csv")], dest)
+        outputs.append(out)
+    a, b = (keras.saving.load_model(o / "model.keras", compile=False) for o in outputs)
+    for i, (wa, wb) in enumerate(zip(a.get_weights(), b.get_weights(), strict=True)):
+        assert np.array_equal(wa, wb), f"weight {i} differs between two runs with the same params and seed"
+    timing = {"train_seconds", "train_images_per_second", "epoch_seconds"}
+    ma, mb = (json.loads((o / "metrics.json").read_text()) for o in outputs)
+    assert {k: v for k, v in ma.items() if k not in timing} == {k: v for k, v in mb.items() if k not in timing}
+    ha, hb = ([{k: v for k, v in row.items() if k not in timing} for row in csv.DictReader(open(o / "history.csv"))] for o in outputs)
+    assert ha == hb
