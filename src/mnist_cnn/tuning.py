@@ -211,8 +211,7 @@ def fail_stale_trials(study) -> list[int]:
         failed.append(trial.number)
         _kill_mlflow_run(trial.user_attrs.get(MLFLOW_RUN_ATTR))
         log.warning("trial %d was left running by a worker that died; marked failed", trial.number)
-    if hasattr(study._storage, "fail_stale_trials") or isinstance(study._storage, optuna.storages.RDBStorage):
-        optuna.storages.fail_stale_trials(study)
+    optuna.storages.fail_stale_trials(study)  # other machines' trials, by heartbeat (RDB storages)
     return failed
 
 
@@ -559,7 +558,7 @@ def run_study(
         with _Progress(location, tune.study_name, tune.n_trials, deadline, progress):
             _run_rounds(study, spec, tune.workers, tune.n_trials, tune.seed, before, multiprocessing.get_context("spawn"))
         result = _summarise(study, location, parent.info.run_id, time.perf_counter() - start)
-        log_study(study, result, params)
+        log_study(study, result)
     return result
 
 
@@ -698,7 +697,7 @@ def _figures(study) -> dict[str, Any]:
     return figures
 
 
-def log_study(study, result: StudyResult, params: Params) -> None:
+def log_study(study, result: StudyResult) -> None:
     """The parent run: best params and value, counts, the trials table and Optuna's figures."""
     import matplotlib.pyplot as plt
     import mlflow
