@@ -60,13 +60,12 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     copy_project(work)
     if args.overrides:
-        import yaml
-
         sys.path.insert(0, str(ROOT / "src"))
-        from mnist_cnn.config import apply_overrides, read_yaml
+        from mnist_cnn.config import apply_overrides
+        from mnist_cnn.schema import dump_yaml, read_yaml
 
         params = apply_overrides(read_yaml(work / "params.yaml"), args.overrides)
-        (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        (work / "params.yaml").write_text(dump_yaml(params))
     env = {**os.environ, "MNIST_MIRROR": str(Path(args.mirror).resolve()), "TF_CPP_MIN_LOG_LEVEL": "2"}
     env.pop("MLFLOW_TRACKING_URI", None)
     log_path = work / "benchmark.log"

@@ -41,7 +41,8 @@ def worker(preset: str, data_dir: Path, result_path: Path, overrides: list[str])
     """Train one preset; write its figures as JSON."""
     import resource
 
-    from mnist_cnn import config, data, evaluation, presets, training
+    from mnist_cnn import data, evaluation, presets, training
+    from mnist_cnn.schema import to_dict
 
     model_params, train_params = presets.load(preset, overrides)
     train_split, val_split = data.load_split(data_dir, "train"), data.load_split(data_dir, "val")
@@ -61,7 +62,7 @@ def worker(preset: str, data_dir: Path, result_path: Path, overrides: list[str])
                 "epochs": len(result.history),
                 "best_epoch": result.best_epoch,
                 "best_val_accuracy": result.best["val_accuracy"],
-                "params": {"model": config.to_dict(model_params), "train": config.to_dict(train_params)},
+                "params": {"model": to_dict(model_params), "train": to_dict(train_params)},
                 "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             }
         )

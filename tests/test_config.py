@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from mnist_cnn import config
 from mnist_cnn.config import (
@@ -19,13 +20,10 @@ from mnist_cnn.config import (
     Params,
     TrainParams,
     apply_overrides,
-    flatten,
-    from_mapping,
     load_params,
-    read_yaml,
-    to_dict,
 )
 from mnist_cnn.errors import ConfigError
+from mnist_cnn.schema import dump_yaml, flatten, from_mapping, parse_yaml, read_yaml, to_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = ROOT / "params.yaml"
@@ -42,7 +40,7 @@ def build(raw: dict, *overrides: str) -> Params:
 
 
 def write_params(path: Path, data: dict) -> Path:
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    path.write_text(dump_yaml(data))
     return path
 
 
@@ -250,14 +248,28 @@ def test_weight_decay_is_accepted_with_adamw_and_sgd(raw):
 def test_missing_checksum_is_rejected():
     sums = {name: "0" * 64 for name in MNIST_FILES[:3]}
     with pytest.raises(ConfigError, match=r"data\.sha256 is missing checksums for \['t10k-labels-idx1-ubyte'\]"):
-        from_mapping(DataParams, {"sha256": sums}, prefix="data")
+        from_mapping(DataParams, {**read_yaml(PARAMS)["data"], "sha256": sums}, prefix="data")
 
 
 def test_dataclasses_validate_when_built_directly():
+    params = load_params(PARAMS)
     with pytest.raises(ConfigError, match=r"train\.weight_decay"):
-        TrainParams(optimizer="adam", weight_decay=0.1)
+        dataclasses.replace(params.train, optimizer="adam", weight_decay=0.1)
     with pytest.raises(ConfigError, match=r"model\.convs_per_block"):
-        ModelParams(convs_per_block=0)
+        dataclasses.replace(params.model, convs_per_block=0)
+
+
+@pytest.mark.parametrize("dotted", ["train.epochs", "model.augment.zoom", "tune.pruner.percentile", "data.retries", "tune.space"])
+def test_a_key_missing_from_params_yaml_is_an_error_not_a_hidden_default(raw, dotted):
+    """params.yaml is the one home of every default: the dataclasses have none to fall back on."""
+    section = copy.deepcopy(raw)
+    *parents, last = dotted.split(".")
+    node = section
+    for part in parents:
+        node = node[part]
+    del node[last]
+    with pytest.raises(ConfigError, match=rf"missing key\(s\) {re.escape(dotted)}"):
+        from_mapping(Params, section)
 
 
 # --- overrides ------------------------------------------------------------------------------
@@ -326,7 +338,7 @@ def test_flatten_gives_dotted_keys_and_list_strings():
 
 
 def test_flatten_with_prefix():
-    assert flatten(config.AugmentParams(rotation_deg=10.0), "aug.") == {
+    assert flatten(config.AugmentParams(rotation_deg=10.0, shift=0.0, zoom=0.0), "aug.") == {
         "aug.rotation_deg": 10.0,
         "aug.shift": 0.0,
         "aug.zoom": 0.0,
@@ -385,6 +397,6 @@ def test_cli_params_prints_the_resolved_settings_with_an_override():
         _cli() + ["params", "--set", "train.epochs=2"], cwd=ROOT, capture_output=True, text=True, timeout=60
     )
     assert proc.returncode == 0, proc.stderr
-    shown = yaml.safe_load(proc.stdout)
+    shown = parse_yaml(proc.stdout)
     assert shown["train"]["epochs"] == 2
     assert shown["model"]["filters"] == [32, 64]

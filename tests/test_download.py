@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 from conftest import subset_sha256
 
-from mnist_cnn import config, download
+from mnist_cnn import download
 from mnist_cnn.config import MNIST_FILES, DataParams
 from mnist_cnn.errors import DataError
+from mnist_cnn.schema import from_mapping
 
 LABELS = "train-labels-idx1-ubyte"  # the smallest training file: quick to serve many times
 LABELS_GZ = f"{LABELS}.gz"
@@ -32,9 +33,11 @@ def make_params(mirrors, **overrides) -> DataParams:
         "timeout_s": 2,
         "retries": 2,
         "backoff_s": 0.01,
+        "val_fraction": 0.1,
+        "split_seed": 42,
     }
     values.update(overrides)
-    return config.from_mapping(DataParams, values, prefix="data")
+    return from_mapping(DataParams, values, prefix="data")
 
 
 def backup_url(mirror) -> str:

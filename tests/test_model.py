@@ -7,9 +7,18 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from mnist_cnn import data, training  # noqa: E402
-from mnist_cnn.config import AugmentParams, ModelParams, TrainParams  # noqa: E402
+import dataclasses  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from mnist_cnn import data, presets, training  # noqa: E402
+from mnist_cnn.config import AugmentParams  # noqa: E402
 from mnist_cnn.model import build_model  # noqa: E402
+
+SEED_MODEL, SEED_TRAIN = presets.load("seed", directory=Path(__file__).resolve().parents[1] / "presets")
+
+
+def seed_model(**changes):
+    return dataclasses.replace(SEED_MODEL, **changes)
 
 
 def layer_summary(model) -> list[tuple]:
@@ -29,8 +38,8 @@ def layer_summary(model) -> list[tuple]:
     return out
 
 
-def test_default_model_is_the_classic_keras_mnist_cnn():
-    model = build_model(ModelParams())
+def test_seed_preset_model_is_the_classic_keras_mnist_cnn():
+    model = build_model(SEED_MODEL)
     assert model.count_params() == 225_034
     assert layer_summary(model) == [
         ("Rescaling",),
@@ -50,7 +59,7 @@ def test_default_model_is_the_classic_keras_mnist_cnn():
 
 
 def test_model_scales_raw_pixels_and_outputs_probabilities():
-    model = build_model(ModelParams())
+    model = build_model(SEED_MODEL)
     x = np.random.default_rng(0).integers(0, 256, size=(4, 28, 28, 1)).astype("float32")
     proba = keras.ops.convert_to_numpy(model(x, training=False))
     assert proba.shape == (4, 10)
@@ -60,7 +69,7 @@ def test_model_scales_raw_pixels_and_outputs_probabilities():
 
 
 def test_batch_norm_strided_augmented_config_builds():
-    params = ModelParams(
+    params = seed_model(
         filters=(8, 16),
         convs_per_block=2,
         padding="same",
@@ -86,7 +95,7 @@ def test_batch_norm_strided_augmented_config_builds():
 
 
 def test_augmentation_is_inactive_at_inference():
-    model = build_model(ModelParams(filters=(4,), dense_units=(8,), augment=AugmentParams(rotation_deg=30, shift=0.2)))
+    model = build_model(seed_model(filters=(4,), dense_units=(8,), augment=AugmentParams(rotation_deg=30, shift=0.2, zoom=0.0)))
     x = np.random.default_rng(1).integers(0, 256, size=(3, 28, 28, 1)).astype("float32")
     a = keras.ops.convert_to_numpy(model(x, training=False))
     b = keras.ops.convert_to_numpy(model(x, training=False))
@@ -105,8 +114,8 @@ def tiny_splits(subset_dir):
 
 def train_once(tiny_splits, work_dir, seed: int):
     train_split, val_split = tiny_splits
-    params = TrainParams(epochs=1, batch_size=64, seed=seed, mixed_precision="off", early_stopping_patience=0)
-    return training.train(ModelParams(), params, train_split, val_split, work_dir, verbose=0)
+    params = dataclasses.replace(SEED_TRAIN, epochs=1, batch_size=64, seed=seed, mixed_precision="off", early_stopping_patience=0)
+    return training.train(SEED_MODEL, params, train_split, val_split, work_dir, verbose=0)
 
 
 def test_training_is_bit_identical_for_the_same_seed(tiny_splits, tmp_path):

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
+
+from mnist_cnn.schema import dump_yaml, parse_yaml
 
 from conftest import SUBSET, MirrorServer, clean_env, copy_project, free_port, run, subset_sha256, wait_until_up
 
@@ -33,12 +34,12 @@ def project(tmp_path_factory):
     server = MirrorServer(SUBSET)
     dest = copy_project(tmp_path_factory.mktemp("project"))
     run(["mnist-cnn", "preset", "fast"], dest)  # the README's command; keeps the run short
-    params = yaml.safe_load((dest / "params.yaml").read_text())
+    params = parse_yaml((dest / "params.yaml").read_text())
     params["data"]["mirrors"] = [server.url]
     params["data"]["sha256"] = subset_sha256()
     params["train"]["epochs"] = 2
     params["register"]["min_test_accuracy"] = 0.5
-    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (dest / "params.yaml").write_text(dump_yaml(params))
     run(["git", "-c", "user.name=t", "-c", "user.email=t@l", "commit", "-qam", "test params"], dest)
     first = run(["dvc", "repro"], dest)
     yield dest, first, server
@@ -175,7 +176,7 @@ def test_tune_apply_then_repro_registers_the_tuned_model(project):
         ["mnist-cnn", "tune", "--trials", "2", "--no-progress", "--set=tune.epochs=1", "--set=tune.train_fraction=0.5"], dest
     )
     assert "best: trial" in tuned.stdout
-    best = yaml.safe_load((dest / "tuning" / "best_params.yaml").read_text())["params"]
+    best = parse_yaml((dest / "tuning" / "best_params.yaml").read_text())["params"]
     applied = run(["mnist-cnn", "tune", "--apply"], dest).stdout
     changed = [line.split(":")[0] for line in applied.splitlines() if " -> " in line]
     assert "model.dropout" in changed  # a float from a continuous range never equals the preset's

@@ -11,6 +11,7 @@ import pytest
 
 from mnist_cnn import config, presets
 from mnist_cnn.errors import ConfigError
+from mnist_cnn.schema import read_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,6 +37,37 @@ def test_seed_preset_is_the_seeds_cnn_and_training():
     assert (model.dense_units, model.dropout, model.batch_norm, model.augment.active) == ((128,), 0.5, False, False)
     assert (train.optimizer, train.learning_rate, train.batch_size, train.epochs) == ("adam", 0.001, 128, 10)
     assert train.schedule.name == "constant"
+
+
+def contains(full: dict, partial: dict) -> bool:
+    return all(contains(full[k], v) if isinstance(v, dict) else full[k] == v for k, v in partial.items())
+
+
+def test_presets_other_than_seed_list_only_what_they_change_from_seed(project: Path):
+    seed_text = (project / "presets" / "seed.yaml").read_text()
+    for name in presets.available(project / "presets"):
+        if name == presets.BASE:
+            continue
+        partial = read_yaml(project / "presets" / f"{name}.yaml")
+        full = presets.read(name, project / "presets")
+        assert partial != full, f"{name}.yaml should be partial"
+        assert contains(full, partial)
+    # a preset means the same whatever params.yaml held: fast after accurate equals fast after seed
+    presets.apply("accurate", project / "params.yaml", directory=project / "presets")
+    presets.apply("fast", project / "params.yaml", directory=project / "presets")
+    after_accurate = config.load_params(project / "params.yaml")
+    presets.apply("seed", project / "params.yaml", directory=project / "presets")
+    presets.apply("fast", project / "params.yaml", directory=project / "presets")
+    assert config.load_params(project / "params.yaml") == after_accurate
+    # a change to seed.yaml reaches every preset that does not override the key
+    (project / "presets" / "seed.yaml").write_text(seed_text.replace("kernel_size: 3", "kernel_size: 5"))
+    assert presets.load("fast", directory=project / "presets")[0].kernel_size == 5
+
+
+def test_a_preset_with_another_section_is_refused(project: Path):
+    (project / "presets" / "odd.yaml").write_text("tune:\n  n_trials: 3\n")
+    with pytest.raises(ConfigError, match=r"may only have the sections \['model', 'train'\], found \['tune'\]"):
+        presets.load("odd", directory=project / "presets")
 
 
 def test_params_yaml_defaults_are_one_of_the_presets():

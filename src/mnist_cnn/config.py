@@ -1,20 +1,22 @@
-"""Typed, frozen view of params.yaml.
+"""Typed, frozen view of params.yaml, the one home of every setting.
 
-Every section is a frozen dataclass; unknown keys, wrong types and out-of-range values are
-rejected with a message that names the key, so a typo never silently falls back to a default.
+Every section is a frozen dataclass without defaults: a key missing from params.yaml, an
+unknown key, a wrong type or an out-of-range value is an error naming the key, so nothing
+silently falls back to a value written somewhere else.
 """
 
 from __future__ import annotations
 
-import collections.abc
-import dataclasses
-import types
-import typing
-from dataclasses import dataclass, field
+import copy
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Callable, Literal
+
+from ruamel.yaml import YAMLError
 
 from mnist_cnn.errors import ConfigError
+from mnist_cnn.schema import check as _check
+from mnist_cnn.schema import edit_yaml_file, from_mapping, lookup, parse_yaml, read_yaml, set_dotted, to_dict
 
 MNIST_FILES = (
     "train-images-idx3-ubyte",
@@ -24,24 +26,15 @@ MNIST_FILES = (
 )
 
 
-def _check(ok: bool, key: str, message: str) -> None:
-    if not ok:
-        raise ConfigError(f"{key} {message}")
-
-
 @dataclass(frozen=True)
 class DataParams:
-    mirrors: tuple[str, ...] = (
-        "https://ossci-datasets.s3.amazonaws.com/mnist/",
-        "https://storage.googleapis.com/cvdf-datasets/mnist/",
-    )
-    # SHA-256 of each file's *decompressed* content: mirrors recompress, content is what counts.
-    sha256: dict[str, str] = field(default_factory=dict)
-    timeout_s: float = 30.0
-    retries: int = 3
-    backoff_s: float = 1.0
-    val_fraction: float = 0.1
-    split_seed: int = 42
+    mirrors: tuple[str, ...]
+    sha256: dict[str, str]  # of each file's *decompressed* content: mirrors recompress
+    timeout_s: float
+    retries: int
+    backoff_s: float
+    val_fraction: float
+    split_seed: int
 
     def __post_init__(self) -> None:
         _check(0.0 < self.val_fraction < 1.0, "data.val_fraction", "must be between 0 and 1")
@@ -58,9 +51,9 @@ class DataParams:
 class AugmentParams:
     """Random training-only transforms, as Keras layers inside the model (inactive at inference)."""
 
-    rotation_deg: float = 0.0
-    shift: float = 0.0
-    zoom: float = 0.0
+    rotation_deg: float
+    shift: float
+    zoom: float
 
     def __post_init__(self) -> None:
         _check(0 <= self.rotation_deg <= 45, "model.augment.rotation_deg", "must be in [0, 45]")
@@ -74,16 +67,16 @@ class AugmentParams:
 
 @dataclass(frozen=True)
 class ModelParams:
-    filters: tuple[int, ...] = (32, 64)
-    convs_per_block: int = 1
-    kernel_size: int = 3
-    padding: Literal["valid", "same"] = "valid"
-    downsample: Literal["maxpool", "strided"] = "maxpool"
-    batch_norm: bool = False
-    block_dropout: float = 0.0
-    dense_units: tuple[int, ...] = (128,)
-    dropout: float = 0.5
-    augment: AugmentParams = AugmentParams()
+    filters: tuple[int, ...]
+    convs_per_block: int
+    kernel_size: int
+    padding: Literal["valid", "same"]
+    downsample: Literal["maxpool", "strided"]
+    batch_norm: bool
+    block_dropout: float
+    dense_units: tuple[int, ...]
+    dropout: float
+    augment: AugmentParams
 
     def __post_init__(self) -> None:
         _check(len(self.filters) >= 1, "model.filters", "needs at least one conv block")
@@ -100,12 +93,12 @@ class ScheduleParams:
     """Learning-rate schedule. `onecycle` warms up linearly to train.learning_rate then
     anneals with a cosine; `plateau` divides it when validation loss stalls."""
 
-    name: Literal["constant", "onecycle", "cosine", "exponential", "plateau"] = "constant"
-    warmup_fraction: float = 0.3
-    final_fraction: float = 0.01
-    decay_rate: float = 0.9
-    plateau_factor: float = 0.5
-    plateau_patience: int = 2
+    name: Literal["constant", "onecycle", "cosine", "exponential", "plateau"]
+    warmup_fraction: float
+    final_fraction: float
+    decay_rate: float
+    plateau_factor: float
+    plateau_patience: int
 
     def __post_init__(self) -> None:
         _check(0 <= self.warmup_fraction < 1, "train.schedule.warmup_fraction", "must be in [0, 1)")
@@ -116,16 +109,16 @@ class ScheduleParams:
 
 @dataclass(frozen=True)
 class TrainParams:
-    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
-    learning_rate: float = 1e-3
-    weight_decay: float = 0.0
-    label_smoothing: float = 0.0
-    batch_size: int = 128
-    epochs: int = 10
-    seed: int = 42
-    schedule: ScheduleParams = ScheduleParams()
-    early_stopping_patience: int = 5
-    mixed_precision: Literal["auto", "on", "off"] = "auto"
+    optimizer: Literal["adam", "adamw", "sgd"]
+    learning_rate: float
+    weight_decay: float
+    label_smoothing: float
+    batch_size: int
+    epochs: int
+    seed: int
+    schedule: ScheduleParams
+    early_stopping_patience: int
+    mixed_precision: Literal["auto", "on", "off"]
 
     def __post_init__(self) -> None:
         _check(self.learning_rate > 0, "train.learning_rate", "must be positive")
@@ -143,17 +136,17 @@ class TrainParams:
 
 @dataclass(frozen=True)
 class EvaluateParams:
-    batch_size: int = 1024
-    grid_size: int = 25
-    worst: int = 25
+    batch_size: int
+    grid_size: int
+    worst: int
 
 
 @dataclass(frozen=True)
 class RegisterParams:
-    model_name: str = "mnist-cnn"
-    min_test_accuracy: float = 0.99
-    champion_alias: str = "champion"
-    challenger_alias: str = "challenger"
+    model_name: str
+    min_test_accuracy: float
+    champion_alias: str
+    challenger_alias: str
 
     def __post_init__(self) -> None:
         _check(0 <= self.min_test_accuracy <= 1, "register.min_test_accuracy", "must be in [0, 1]")
@@ -162,7 +155,7 @@ class RegisterParams:
 
 @dataclass(frozen=True)
 class TrackingParams:
-    experiment: str = "mnist-cnn"
+    experiment: str
 
 
 @dataclass(frozen=True)
@@ -181,9 +174,9 @@ class SearchParam:
 
 @dataclass(frozen=True)
 class SamplerParams:
-    name: Literal["tpe", "random"] = "tpe"
-    n_startup_trials: int = 5  # random trials before TPE takes over
-    multivariate: bool = True
+    name: Literal["tpe", "random"]
+    n_startup_trials: int  # random trials before TPE takes over
+    multivariate: bool
 
     def __post_init__(self) -> None:
         _check(self.n_startup_trials >= 0, "tune.sampler.n_startup_trials", "must be >= 0")
@@ -194,12 +187,12 @@ class PrunerParams:
     """`percentile` stops a trial whose validation accuracy after an epoch is outside the top
     `percentile` % of earlier trials at that epoch; `median` is the same at 50%."""
 
-    name: Literal["percentile", "median", "hyperband", "none"] = "percentile"
-    percentile: float = 25.0  # percentile: the share of trials kept at each epoch
-    n_startup_trials: int = 1  # percentile/median: trials finished before pruning starts
-    n_warmup_steps: int = 0  # percentile/median: epochs of a trial never pruned (0: prune from the first)
-    min_resource: int = 1  # hyperband: epochs before the first cut
-    reduction_factor: int = 3  # hyperband
+    name: Literal["percentile", "median", "hyperband", "none"]
+    percentile: float  # percentile: the share of trials kept at each epoch
+    n_startup_trials: int  # percentile/median: trials finished before pruning starts
+    n_warmup_steps: int  # percentile/median: epochs of a trial never pruned (0: prune from the first)
+    min_resource: int  # hyperband: epochs before the first cut
+    reduction_factor: int  # hyperband
 
     def __post_init__(self) -> None:
         _check(0 < self.percentile <= 100, "tune.pruner.percentile", "must be in (0, 100]")
@@ -209,35 +202,22 @@ class PrunerParams:
         _check(self.reduction_factor >= 2, "tune.pruner.reduction_factor", "must be at least 2")
 
 
-def _default_space() -> dict[str, SearchParam]:
-    return {
-        "conv1_filters": SearchParam("model.filters.0", "int", 16, 64, 8),
-        "conv2_filters": SearchParam("model.filters.1", "int", 32, 128, 16),
-        "dense_units": SearchParam("model.dense_units.0", "int", 64, 256, 32),
-        "dropout": SearchParam("model.dropout", "float", 0.1, 0.6),
-        "learning_rate": SearchParam("train.learning_rate", "float", 3e-4, 1e-2, log=True),
-        "batch_size": SearchParam("train.batch_size", "categorical", choices=(64, 128, 256)),
-        "schedule": SearchParam("train.schedule.name", "categorical", choices=("constant", "onecycle", "cosine")),
-        "label_smoothing": SearchParam("train.label_smoothing", "float", 0.0, 0.15),
-    }
-
-
 @dataclass(frozen=True)
 class TuneParams:
     """Optuna study settings. Trials train `epochs` epochs on a stratified `train_fraction` of
     the training split and are scored on the validation split (never the test set)."""
 
-    study_name: str = "mnist-cnn"
-    storage: str = ""  # empty: journal file optuna/<study_name>.journal; else an Optuna storage URL
-    n_trials: int = 20  # finished trials (complete or pruned) the study should hold
-    timeout_s: float = 0.0  # stop starting trials after this long; 0: no limit
-    workers: int = 1
-    epochs: int = 5
-    train_fraction: float = 0.25
-    seed: int = 42
-    sampler: SamplerParams = SamplerParams()
-    pruner: PrunerParams = PrunerParams()
-    space: dict[str, SearchParam] = field(default_factory=_default_space)
+    study_name: str
+    storage: str  # empty: journal file optuna/<study_name>.journal; else an Optuna storage URL
+    n_trials: int  # finished trials (complete or pruned) the study should hold
+    timeout_s: float  # stop starting trials after this long; 0: no limit
+    workers: int
+    epochs: int
+    train_fraction: float
+    seed: int
+    sampler: SamplerParams
+    pruner: PrunerParams
+    space: dict[str, SearchParam]
 
     def __post_init__(self) -> None:
         _check(bool(self.study_name.strip()), "tune.study_name", "must not be empty")
@@ -276,12 +256,12 @@ def _check_search_param(key: str, spec: SearchParam) -> None:
 @dataclass(frozen=True)
 class Params:
     data: DataParams
-    model: ModelParams = ModelParams()
-    train: TrainParams = TrainParams()
-    evaluate: EvaluateParams = EvaluateParams()
-    register: RegisterParams = RegisterParams()
-    tracking: TrackingParams = TrackingParams()
-    tune: TuneParams = TuneParams()
+    model: ModelParams
+    train: TrainParams
+    evaluate: EvaluateParams
+    register: RegisterParams
+    tracking: TrackingParams
+    tune: TuneParams
 
     def __post_init__(self) -> None:
         for name, spec in self.tune.space.items():
@@ -293,124 +273,10 @@ class Params:
                    f"must be under model or train, got {spec.param!r}")
 
 
-def lookup(tree: Any, dotted: str, any_index: bool = False) -> Any:
-    """The value at `dotted` (e.g. `model.filters.0`) in a nested dict/list; KeyError names the
-    bad part. With `any_index`, an index past the end of a list is accepted (and gives None):
-    the space may address a block that only exists once `model.filters` grows."""
-    node = tree
-    for part in dotted.split("."):
-        if isinstance(node, Mapping) and part in node:
-            node = node[part]
-        elif isinstance(node, (list, tuple)) and part.isdigit() and int(part) < len(node):
-            node = node[int(part)]
-        elif any_index and isinstance(node, (list, tuple)) and part.isdigit():
-            node = None
-        else:
-            raise KeyError(f"no {part!r} in {dotted!r}")
-    return node
-
-
-def _coerce(value: Any, tp: Any, key: str) -> Any:
-    if tp is Any:
-        return value
-    origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"{key} must be a mapping, got {type(value).__name__}")
-        return from_mapping(tp, value, prefix=key)
-    if origin is Literal:
-        allowed = typing.get_args(tp)
-        if value not in allowed:
-            raise ConfigError(f"{key} must be one of {list(allowed)}, got {value!r}")
-        return value
-    if origin is tuple:
-        (item_tp, _ellipsis) = typing.get_args(tp)
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key} must be a list, got {type(value).__name__} {value!r}")
-        return tuple(_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value))
-    if origin in (dict, collections.abc.Mapping):
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"{key} must be a mapping, got {type(value).__name__}")
-        key_tp, val_tp = typing.get_args(tp)
-        if val_tp is Any:
-            return dict(value)
-        return {str(k): _coerce(v, val_tp, f"{key}.{k}") for k, v in value.items()}
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return _coerce(value, inner, key)
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key} must be true or false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key} must be an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key} must be a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{key} must be a string, got {value!r}")
-        return value
-    raise TypeError(f"unsupported config type {tp!r} for {key}")
-
-
-def from_mapping(cls: type, data: Mapping[str, Any], prefix: str = "") -> Any:
-    """Build dataclass `cls` from `data`, rejecting unknown keys and wrong types."""
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    where = f"{prefix}." if prefix else ""
-    if unknown:
-        raise ConfigError(
-            f"unknown key(s) {', '.join(where + k for k in unknown)}; "
-            f"valid keys{' under ' + prefix if prefix else ''}: {', '.join(sorted(names))}"
-        )
-    kwargs = {k: _coerce(v, hints[k], where + k) for k, v in data.items()}
-    try:
-        return cls(**kwargs)
-    except TypeError as exc:  # a required key is missing
-        raise ConfigError(f"{prefix or 'params'}: {exc}") from None
-
-
-def to_dict(obj: Any) -> Any:
-    """Plain, YAML/JSON-friendly dict of a params dataclass (tuples become lists)."""
-    if dataclasses.is_dataclass(obj):
-        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, (tuple, list)):
-        return [to_dict(v) for v in obj]
-    if isinstance(obj, Mapping):
-        return {k: to_dict(v) for k, v in obj.items()}
-    return obj
-
-
-def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
-    """`{"train.learning_rate": 0.001, "model.filters": "[32, 64]", ...}` for MLflow params."""
-    out: dict[str, Any] = {}
-    data = to_dict(obj)
-    for key, value in data.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            out.update(flatten(value, f"{name}."))
-        elif isinstance(value, list):
-            out[name] = "[" + ", ".join(str(v) for v in value) + "]"
-        else:
-            out[name] = value
-    return out
-
-
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply `section.key=value` overrides (values parsed as YAML) to a raw params dict.
-    `key=` with an empty value keeps the file's value (MLproject passes unset parameters so)."""
-    import copy
-
-    from ruamel.yaml import YAMLError
-
+    """Apply `section.key=value` overrides (values parsed as YAML; list entries by index,
+    `model.filters.0=48`) to a copy of a raw params dict. `key=` with an empty value keeps the
+    file's value (MLproject passes unset parameters so)."""
     result = copy.deepcopy(raw)
     for item in overrides:
         if "=" not in item:
@@ -418,42 +284,15 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
         dotted, text = item.split("=", 1)
         if not text.strip():
             continue
-        parts = dotted.strip().split(".")
-        node = result
-        for part in parts[:-1]:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise ConfigError(f"override {dotted!r}: {part!r} is not a section")
-            node = child
         try:
-            node[parts[-1]] = _yaml_load(text)
+            value = parse_yaml(text)
         except YAMLError as exc:
             raise ConfigError(f"override {item!r}: value is not valid YAML ({exc})") from None
+        try:
+            set_dotted(result, dotted.strip(), value, create=True)
+        except KeyError as exc:
+            raise ConfigError(f"override {dotted!r}: {exc.args[0]}") from None
     return result
-
-
-def _yaml_load(text: str) -> Any:
-    """YAML 1.2, as DVC reads params.yaml (PyYAML's 1.1 would turn `on` into True, `1e-3` into a string)."""
-    from ruamel.yaml import YAML
-
-    return YAML(typ="safe", pure=True).load(text)
-
-
-def read_yaml(path: str | Path) -> dict[str, Any]:
-    from ruamel.yaml import YAMLError
-
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise ConfigError(f"params file {path} not found; run from the project root or pass --params") from None
-    try:
-        raw = _yaml_load(text) or {}
-    except YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path} must be a mapping of sections")
-    return raw
 
 
 def load_params(path: str | Path = "params.yaml", overrides: list[str] | None = None) -> Params:
@@ -466,27 +305,31 @@ def load_params(path: str | Path = "params.yaml", overrides: list[str] | None = 
         raise ConfigError(f"{path}: {exc}") from None
 
 
-def edit_params_file(path: str | Path, edit: typing.Callable[[Any], None]) -> None:
-    """Round-trip edit of a params file with its comments and layout kept: `edit` changes the
-    parsed document in place; the result must still load, and it replaces the file atomically."""
-    import io
+def with_values(params: Params, values: dict[str, Any]) -> Params:
+    """`params` with existing dotted keys set (`{"model.filters.0": 48}`), validated whole."""
+    tree = to_dict(params)
+    for dotted, value in values.items():
+        try:
+            set_dotted(tree, dotted, value)
+        except KeyError as exc:
+            raise ConfigError(f"{dotted!r} is not a params key ({exc.args[0]})") from None
+    return from_mapping(Params, tree)
 
-    from ruamel.yaml import YAML
 
-    from mnist_cnn import atomic
+def edit_params_file(path: str | Path, edit: Callable[[Any], None]) -> None:
+    """Round-trip edit of a params file (comments and layout kept); the result must still load."""
+    edit_yaml_file(path, edit, validate=load_params)
 
-    path = Path(path)
-    yaml = YAML()
-    yaml.preserve_quotes = True
-    yaml.width = 4096
-    yaml.indent(mapping=2, sequence=4, offset=2)
-    try:
-        doc = yaml.load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"params file {path} not found; run from the project root or pass --params") from None
-    edit(doc)
-    buf = io.StringIO()
-    yaml.dump(doc, buf)
-    with atomic.atomic_path(path) as tmp:
-        tmp.write_text(buf.getvalue())
-        load_params(tmp)  # the result must still be a valid params file
+
+def project_root(start: str | Path | None = None) -> Path:
+    """Nearest ancestor holding dvc.yaml. Inside `dvc exp run --temp` (a copy under
+    `<root>/.dvc/tmp/exps/`) this is the real project root, so runs land in one store."""
+    here = Path(start or Path.cwd()).resolve()
+    parts = here.parts
+    for i in range(len(parts) - 2):
+        if parts[i : i + 3] == (".dvc", "tmp", "exps"):
+            return Path(*parts[:i])
+    for candidate in (here, *here.parents):
+        if (candidate / "dvc.yaml").is_file():
+            return candidate
+    return here

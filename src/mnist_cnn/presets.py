@@ -1,23 +1,28 @@
-"""Presets: complete `model:` and `train:` sections kept as plain YAML files in `presets/`.
+"""Presets: named `model:` and `train:` settings kept as YAML files in `presets/`.
 
-`seed` is the seeds' CNN and training, kept as the baseline; `accurate` is the default in
-params.yaml; `fast` trades a little accuracy for a fraction of the time. `mnist-cnn preset NAME`
-copies a preset into params.yaml (its comments and other sections kept), so `dvc repro`,
-`dvc exp run` and `dvc params diff` see exactly what changed.
+`seed.yaml` is complete: the seeds' CNN and training, kept as the baseline. Every other preset
+is a partial override listing only what it changes from seed (`accurate`, the default in
+params.yaml; `fast`, a little accuracy for a fraction of the time), so a preset always means the
+same whatever params.yaml held before. `mnist-cnn preset NAME` writes the resolved sections into
+params.yaml (its comments and other sections kept), so `dvc repro`, `dvc exp run` and
+`dvc params diff` see exactly what changed.
 """
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
+from typing import Any
 
-from mnist_cnn.config import ConfigError, ModelParams, TrainParams, apply_overrides, from_mapping, read_yaml
+from mnist_cnn.config import ModelParams, TrainParams, apply_overrides, edit_params_file, project_root
+from mnist_cnn.errors import ConfigError
+from mnist_cnn.schema import from_mapping, read_yaml
 
 SECTIONS = ("model", "train")
+BASE = "seed"
 
 
 def presets_dir() -> Path:
-    from mnist_cnn.tracking import project_root
-
     return project_root() / "presets"
 
 
@@ -25,14 +30,33 @@ def available(directory: Path | None = None) -> list[str]:
     return sorted(p.stem for p in (directory or presets_dir()).glob("*.yaml"))
 
 
-def read(name: str, directory: Path | None = None) -> dict:
-    directory = directory or presets_dir()
+def _read_file(name: str, directory: Path) -> dict[str, Any]:
     path = directory / f"{name}.yaml"
     if not path.is_file():
         raise ConfigError(f"unknown preset {name!r}; available: {', '.join(available(directory)) or 'none'} (in {directory})")
-    raw = read_yaml(path)
-    if set(raw) != set(SECTIONS):
-        raise ConfigError(f"preset {path} must have exactly the sections {list(SECTIONS)}, found {sorted(raw)}")
+    raw = read_yaml(path, what="preset")
+    if not set(raw) <= set(SECTIONS):
+        raise ConfigError(f"preset {path} may only have the sections {list(SECTIONS)}, found {sorted(raw)}")
+    return raw
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """`override`'s keys over a copy of `base`, mappings merged key by key (lists replaced)."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def read(name: str, directory: Path | None = None) -> dict[str, Any]:
+    """The preset's complete model and train sections: seed's, with the preset's keys over them."""
+    directory = directory or presets_dir()
+    raw = _read_file(name, directory)
+    if name != BASE:
+        raw = _merge(_read_file(BASE, directory), raw)
     return raw
 
 
@@ -42,15 +66,13 @@ def load(name: str, overrides: list[str] | None = None, directory: Path | None =
     if overrides:
         raw = apply_overrides(raw, overrides)
     try:
-        return from_mapping(ModelParams, raw["model"], "model"), from_mapping(TrainParams, raw["train"], "train")
+        return from_mapping(ModelParams, raw.get("model", {}), "model"), from_mapping(TrainParams, raw.get("train", {}), "train")
     except ConfigError as exc:
         raise ConfigError(f"preset {name}: {exc}") from None
 
 
 def apply(name: str, params_path: Path, directory: Path | None = None) -> list[str]:
     """Write the preset's sections into `params_path` in place; return the keys that changed."""
-    from mnist_cnn.config import edit_params_file
-
     raw = read(name, directory)
     load(name, directory=directory)  # validate before touching the user's file
     changed: list[str] = []

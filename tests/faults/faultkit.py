@@ -6,16 +6,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import yaml
+
+from mnist_cnn.schema import dump_yaml, parse_yaml
 
 from conftest import SUBSET, MirrorServer, clean_env, copy_project, run, subset_sha256  # noqa: F401 (re-exported)
 
 
 def edit_params(dest: Path, **sections) -> None:
-    params = yaml.safe_load((dest / "params.yaml").read_text())
+    params = parse_yaml((dest / "params.yaml").read_text())
     for section, values in sections.items():
         params[section].update(values)
-    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (dest / "params.yaml").write_text(dump_yaml(params))
 
 
 def commit(dest: Path, message: str) -> None:
