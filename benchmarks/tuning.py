@@ -38,9 +38,9 @@ def sh(cmd: list[str], cwd: Path, env: dict[str, str], log) -> float:
 def study_figures(work: Path, name: str, seconds: float) -> dict:
     import optuna
 
-    from mnist_cnn import tuning
+    from mnist_cnn.tuning import storage
 
-    study = optuna.load_study(study_name=name, storage=tuning.open_storage(str(work / "optuna" / f"{name}.journal"), 1))
+    study = optuna.load_study(study_name=name, storage=storage.open_storage(str(work / "optuna" / f"{name}.journal"), 1))
     trials = study.get_trials(deepcopy=False)
     finished = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]
     return {

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from conftest import free_port
 
-from mnist_cnn import tracking
+from mnist_cnn import config, tracking
 from mnist_cnn.errors import TrackingError
 
 
@@ -28,24 +28,24 @@ def test_project_root_inside_a_dvc_temp_experiment_is_the_real_root(project):
     inner.mkdir(parents=True)
     # the temp copy holds its own dvc.yaml, which must not win
     (project / ".dvc" / "tmp" / "exps" / "tmpabc" / "dvc.yaml").write_text("stages: {}\n")
-    assert tracking.project_root(inner) == project
-    assert tracking.project_root(project / ".dvc" / "tmp" / "exps" / "tmpabc") == project
+    assert config.project_root(inner) == project
+    assert config.project_root(project / ".dvc" / "tmp" / "exps" / "tmpabc") == project
 
 
 def test_project_root_is_the_nearest_ancestor_with_dvc_yaml(project):
     deep = project / "a" / "b" / "c"
     deep.mkdir(parents=True)
-    assert tracking.project_root(deep) == project
-    assert tracking.project_root(project) == project
+    assert config.project_root(deep) == project
+    assert config.project_root(project) == project
     nested = project / "a" / "b"
     (nested / "dvc.yaml").write_text("stages: {}\n")
-    assert tracking.project_root(deep) == nested
+    assert config.project_root(deep) == nested
 
 
 def test_project_root_defaults_to_the_working_directory(project, monkeypatch):
     (project / "src").mkdir()
     monkeypatch.chdir(project / "src")
-    assert tracking.project_root() == project
+    assert config.project_root() == project
 
 
 def test_project_root_without_dvc_yaml_is_the_start_directory(tmp_path):
@@ -53,11 +53,11 @@ def test_project_root_without_dvc_yaml_is_the_start_directory(tmp_path):
     lone.mkdir()
     if any((p / "dvc.yaml").is_file() for p in (lone.resolve(), *lone.resolve().parents)):
         pytest.skip("a dvc.yaml above the temp directory")
-    assert tracking.project_root(lone) == lone.resolve()
+    assert config.project_root(lone) == lone.resolve()
 
 
 def test_project_root_of_the_repository_holds_params_yaml():
-    root = tracking.project_root(Path(__file__).parent)
+    root = config.project_root(Path(__file__).parent)
     assert (root / "dvc.yaml").is_file() and (root / "params.yaml").is_file()
 
 

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from mnist_cnn import config, data, presets, tuning
+from mnist_cnn import config, data, presets
+from mnist_cnn.tuning import space, storage
 from mnist_cnn.errors import ConfigError
 
 from conftest import SUBSET
@@ -68,7 +69,7 @@ def run_tune(workdir: Path, processed: Path, *extra: str, check: bool = True) ->
 def load_study(workdir: Path, name: str = "mnist-cnn"):
     import optuna
 
-    return optuna.load_study(study_name=name, storage=tuning.open_storage(str(workdir / "optuna" / f"{name}.journal"), 1))
+    return optuna.load_study(study_name=name, storage=storage.open_storage(str(workdir / "optuna" / f"{name}.journal"), 1))
 
 
 def mlflow_client(workdir: Path):
@@ -119,15 +120,16 @@ def test_bad_search_space_is_rejected_naming_the_key(override, message):
 def test_values_outside_what_the_model_accepts_are_caught_before_any_trial():
     params = params_with("tune.space.dropout.high=1.5")
     with pytest.raises(ConfigError, match=r"tune\.space\.dropout \(model\.dropout = 1\.5\).*model\.dropout must be in \[0, 1\)"):
-        tuning.check_space(params)
+        space.check_space(params)
     params = params_with("tune.space.conv2_filters.param=model.filters.3")
     with pytest.raises(ConfigError, match=r"'model\.filters\.3' is not a params key"):
-        tuning.check_space(params)
+        space.check_space(params)
 
 
-def test_apply_values_sets_list_entries_and_scalars():
+def test_with_values_sets_list_entries_and_scalars():
     params = params_with()
-    model, train = tuning.apply_values(params, {"model.filters.1": 96, "train.batch_size": 64, "model.dropout": 0.2})
+    sampled = config.with_values(params, {"model.filters.1": 96, "train.batch_size": 64, "model.dropout": 0.2})
+    model, train = sampled.model, sampled.train
     assert model.filters == (params.model.filters[0], 96)
     assert (train.batch_size, model.dropout) == (64, 0.2)
 
@@ -257,7 +259,7 @@ def test_two_workers_give_exactly_the_asked_number_of_distinct_trials(workdir, p
     study = load_study(workdir)
     trials = study.get_trials(deepcopy=False)
     assert [t.state.name for t in trials] == ["COMPLETE"] * 6, "none lost, none doubled"
-    assert len({t.user_attrs["worker"]["pid"] for t in trials}) == 2, "both workers ran trials"
+    assert len({t.user_attrs["worker"].rsplit(":", 2)[1] for t in trials}) == 2, "both workers ran trials (owner tokens' pids)"
     assert len({tuple(sorted(t.params.items())) for t in trials}) == 6, "each worker samples with its own seed"
     nested = [r for r in runs(workdir) if "mlflow.parentRunId" in r.data.tags]
     assert len(nested) == 6 and len({r.data.tags["mlflow.parentRunId"] for r in nested}) == 1
@@ -297,3 +299,15 @@ def test_killed_study_resumes_with_the_same_command(workdir, processed):
     assert run.info.status == "KILLED"
     parents = [r for r in runs(workdir) if r.data.tags.get("mnist_cnn.stage") == "tune"]
     assert sorted(r.info.status for r in parents) == ["FINISHED", "KILLED"], "one parent run per invocation, none left running"
+
+
+def test_trials_on_a_database_send_heartbeats_so_a_dead_machine_s_trials_can_be_failed(workdir, processed):
+    """ask/tell does not start Optuna's heartbeat thread as study.optimize does; each trial does."""
+    import sqlite3
+
+    db = workdir / "optuna.db"
+    run_tune(workdir, processed, "--trials", "1", "--storage", f"sqlite:///{db}")
+    with sqlite3.connect(db) as con:
+        (beats,) = con.execute("SELECT count(*) FROM trial_heartbeats").fetchone()
+        (complete,) = con.execute("SELECT count(*) FROM trials WHERE state = 'COMPLETE'").fetchone()
+    assert complete == 1 and beats >= 1

@@ -15,29 +15,21 @@ import uuid
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-from mnist_cnn.config import TrackingParams
+import mlflow
+import pandas as pd
+import psutil
+
+from mnist_cnn import liveness
+from mnist_cnn.atomic import file_lock
+from mnist_cnn.config import TrackingParams, project_root
 from mnist_cnn.errors import TrackingError
+from mnist_cnn.liveness import TAG_OWNER
 
 PIPELINE_ID_ENV = "MNIST_CNN_PIPELINE_ID"
 TAG_STAGE = "mnist_cnn.stage"
 TAG_PIPELINE = "mnist_cnn.pipeline_id"
 TAG_COMMIT = "mnist_cnn.git_commit"
 TAG_DIRTY = "mnist_cnn.git_dirty"
-TAG_OWNER = "mnist_cnn.owner"  # host:pid:start-time of the process running the run
-
-
-def project_root(start: str | Path | None = None) -> Path:
-    """Nearest ancestor holding dvc.yaml. Inside `dvc exp run --temp` (a copy under
-    `<root>/.dvc/tmp/exps/`) this is the real project root, so runs land in one store."""
-    here = Path(start or Path.cwd()).resolve()
-    parts = here.parts
-    for i in range(len(parts) - 2):
-        if parts[i : i + 3] == (".dvc", "tmp", "exps"):
-            return Path(*parts[:i])
-    for candidate in (here, *here.parents):
-        if (candidate / "dvc.yaml").is_file():
-            return candidate
-    return here
 
 
 def tracking_uri(root: Path | None = None) -> str:
@@ -72,8 +64,6 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
 
 def configure(params: TrackingParams, root: Path | None = None) -> str:
     """Point MLflow at the project's store, make sure the experiment exists; return its id."""
-    import mlflow
-
     root = root or project_root()
     uri = tracking_uri(root)
     check_reachable(uri)
@@ -85,16 +75,12 @@ def configure(params: TrackingParams, root: Path | None = None) -> str:
 def _store_setup_lock(uri: str):
     """Processes starting at once on a fresh SQLite store (tuning workers, two `dvc repro`)
     create and migrate it one at a time, so none sees a half-made schema or "database is locked"."""
-    from mnist_cnn.atomic import file_lock
-
     if not uri.startswith("sqlite:///"):
         return contextlib.nullcontext()
     return file_lock(uri[len("sqlite:///") :] + ".setup-lock")
 
 
 def _ensure_experiment(params: TrackingParams, root: Path, uri: str) -> str:
-    import mlflow
-
     try:
         experiment = mlflow.get_experiment_by_name(params.experiment)
         if experiment is not None:
@@ -115,10 +101,6 @@ def _ensure_experiment(params: TrackingParams, root: Path, uri: str) -> str:
 
 
 def _dvc_ancestor() -> tuple[int, float] | None:
-    try:
-        import psutil
-    except ImportError:  # pragma: no cover - psutil is a dependency
-        return None
     try:
         proc = psutil.Process().parent()
         while proc is not None:
@@ -156,64 +138,15 @@ def git_state(root: Path) -> dict[str, str]:
     return {TAG_COMMIT: commit, TAG_DIRTY: str(dirty).lower()}
 
 
-def owner_tag() -> dict[str, str]:
-    import socket
-
-    import psutil
-
-    return {TAG_OWNER: f"{socket.gethostname()}:{os.getpid()}:{psutil.Process().create_time():.3f}"}
-
-
-def _owner_dead(owner: str) -> bool:
-    """True when `owner` names a process of this machine that no longer runs."""
-    import socket
-
-    import psutil
-
-    try:
-        host, pid, started = owner.rsplit(":", 2)
-        if host != socket.gethostname():
-            return False
-        return abs(psutil.Process(int(pid)).create_time() - float(started)) > 1.0
-    except psutil.NoSuchProcess:
-        return True
-    except (ValueError, psutil.Error):
-        return False
-
-
-def reap_stale_runs(experiment_id: str) -> list[str]:
-    """Mark KILLED the runs still RUNNING whose process (on this machine) is gone, e.g. after a
-    `kill -9` or a power cut, so no run stays "running" forever. Returns their ids."""
-    from mlflow.entities import ViewType
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient()
-    reaped = []
-    try:
-        running = client.search_runs(
-            [experiment_id], filter_string="attributes.status = 'RUNNING'", run_view_type=ViewType.ACTIVE_ONLY, max_results=1000
-        )
-    except Exception:  # never block a run on housekeeping
-        return reaped
-    for run in running:
-        owner = run.data.tags.get(TAG_OWNER)
-        if owner and _owner_dead(owner):
-            client.set_terminated(run.info.run_id, "KILLED")
-            reaped.append(run.info.run_id)
-    return reaped
-
-
 @contextlib.contextmanager
 def stage_run(stage: str, experiment_id: str, root: Path, run_id: str | None = None) -> Iterator[Any]:
     """An MLflow run for one stage (or, with `run_id`, the reopened run of an earlier stage).
     It ends FINISHED on success and FAILED (KILLED on Ctrl-C) on any error."""
-    import mlflow
-
-    tags = {TAG_STAGE: stage, TAG_PIPELINE: pipeline_id(), **git_state(root), **owner_tag()}
-    reap_stale_runs(experiment_id)
+    tags = {TAG_STAGE: stage, TAG_PIPELINE: pipeline_id(), **git_state(root), TAG_OWNER: liveness.owner_token()}
+    liveness.reap_stale_runs(experiment_id)
     if run_id:
         run = mlflow.start_run(run_id=run_id)
-        mlflow.set_tags({f"{TAG_STAGE}.{stage}": "done", f"{TAG_PIPELINE}.{stage}": tags[TAG_PIPELINE], **owner_tag()})
+        mlflow.set_tags({f"{TAG_STAGE}.{stage}": "done", f"{TAG_PIPELINE}.{stage}": tags[TAG_PIPELINE], TAG_OWNER: tags[TAG_OWNER]})
     elif os.environ.get("MLFLOW_RUN_ID"):  # launched by `mlflow run`: log into its run
         run = mlflow.start_run()
         mlflow.set_tags(tags)
@@ -231,30 +164,21 @@ def stage_run(stage: str, experiment_id: str, root: Path, run_id: str | None = N
 
 
 def log_params(flat: Mapping[str, Any]) -> None:
-    import mlflow
-
     items = list(flat.items())
     for i in range(0, len(items), 100):
         mlflow.log_params(dict(items[i : i + 100]))
 
 
 def log_figure(fig, artifact_file: str) -> None:
-    import mlflow
-
     mlflow.log_figure(fig, artifact_file)
 
 
 def log_dict(obj: Any, artifact_file: str) -> None:
-    import mlflow
-
     mlflow.log_dict(obj, artifact_file)
 
 
 def log_table(rows: list[dict[str, Any]], artifact_file: str) -> None:
     """A table both as MLflow's JSON table (viewable in the UI) and, beside it, as CSV."""
-    import mlflow
-    import pandas as pd
-
     frame = pd.DataFrame(rows)
     mlflow.log_table(frame, artifact_file=artifact_file)
     with tempfile.TemporaryDirectory() as tmp:
@@ -265,12 +189,21 @@ def log_table(rows: list[dict[str, Any]], artifact_file: str) -> None:
 
 def epoch_logger():
     """A training hook logging each epoch's metrics as MLflow curves (step = epoch)."""
-    import mlflow
 
     def hook(epoch: int, row: dict[str, float]) -> None:
         mlflow.log_metrics(row, step=epoch)
 
     return hook
+
+
+def run_info(run: Any, model_uri: str) -> dict[str, str]:
+    """What the train stage hands to evaluate and register (models/run.json)."""
+    return {
+        "run_id": run.info.run_id,
+        "experiment_id": run.info.experiment_id,
+        "model_uri": model_uri,
+        "tracking_uri": mlflow.get_tracking_uri(),
+    }
 
 
 def read_run_info(path: str | Path) -> dict[str, str]:

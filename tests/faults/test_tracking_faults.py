@@ -26,7 +26,7 @@ LOGGER = textwrap.dedent(
     import mlflow
     from mnist_cnn import tracking
     from mnist_cnn.config import TrackingParams
-    experiment = tracking.configure(TrackingParams(), Path(sys.argv[1]))
+    experiment = tracking.configure(TrackingParams(experiment="mnist-cnn"), Path(sys.argv[1]))
     with mlflow.start_run(experiment_id=experiment, run_name=sys.argv[2]):
         mlflow.log_params({"worker": sys.argv[2]})
         for step in range(30):
@@ -115,7 +115,8 @@ def test_a_tuning_worker_killed_mid_trial_is_failed_and_the_study_still_complete
                     victim = t
                     break
         assert victim is not None, "no trial got past its first epoch"
-        pid = victim.user_attrs["worker"]["pid"]
+        _host, pid, _started = victim.user_attrs["worker"].rsplit(":", 2)  # the worker's liveness owner token
+        pid = int(pid)
         assert pid != main.pid and psutil.Process(pid).parent().pid == main.pid, "trials run in worker processes"
         os.kill(pid, signal.SIGKILL)
         out, err = main.communicate(timeout=600)

@@ -1,0 +1,234 @@
+"""Run or resume the Optuna study of params.yaml's `tune:` section.
+
+Trials train on a stratified share of the training split and are scored on the validation split
+(never the test set); each trial is a nested MLflow run under one parent run per invocation.
+The study persists (see `storage`), so an interrupted study resumes with the same command.
+`workers > 1` runs that many spawned processes on the same study, each with its own sampler seed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import multiprocessing
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import optuna
+
+from mnist_cnn import config, data, tracking
+from mnist_cnn.config import Params
+from mnist_cnn.errors import TuneError
+from mnist_cnn.schema import flatten
+from mnist_cnn.tuning.report import Progress, StudyResult, log_study, summarise
+from mnist_cnn.tuning.space import check_space
+from mnist_cnn.tuning.storage import claim, count_trials, fail_stale_trials, lock_path, open_storage, redact, storage_location
+from mnist_cnn.tuning.trial import load_trial_data, run_trial
+
+log = logging.getLogger(__name__)
+
+
+def make_sampler(params: Params, seed: int, parallel: bool) -> optuna.samplers.BaseSampler:
+    sampler = params.tune.sampler
+    if sampler.name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(
+        seed=seed, n_startup_trials=sampler.n_startup_trials, multivariate=sampler.multivariate, constant_liar=parallel
+    )
+
+
+def make_pruner(params: Params) -> optuna.pruners.BasePruner:
+    pruner = params.tune.pruner
+    if pruner.name in ("median", "percentile"):
+        return optuna.pruners.PercentilePruner(
+            50.0 if pruner.name == "median" else pruner.percentile,
+            n_startup_trials=pruner.n_startup_trials,
+            n_warmup_steps=pruner.n_warmup_steps,
+        )
+    if pruner.name == "hyperband":
+        return optuna.pruners.HyperbandPruner(
+            min_resource=pruner.min_resource, max_resource=params.tune.epochs, reduction_factor=pruner.reduction_factor
+        )
+    return optuna.pruners.NopPruner()
+
+
+def sampler_seed(base: int, *salt: int) -> int:
+    """A distinct, reproducible seed per worker and per resumed round."""
+    digest = hashlib.sha256(json.dumps([base, *salt]).encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+
+# --- workers --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """Everything a worker process needs (picklable: workers are spawned, not forked)."""
+
+    params_path: str
+    overrides: tuple[str, ...]
+    data_dir: str
+    storage: str
+    lock: str
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
+    seed: int
+    parallel: bool
+    deadline: float | None
+    threads: int = 0  # TensorFlow CPU threads; 0: TensorFlow's own choice
+
+
+def _set_threads(threads: int) -> None:
+    if threads <= 0:
+        return
+    import tensorflow as tf  # only worker processes that train load TensorFlow
+
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(max(1, threads // 2))
+
+
+def worker(spec: WorkerSpec) -> None:
+    """Claim and run trials until the study holds `n_trials` of them or the deadline passes."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    _set_threads(spec.threads)
+    params = config.load_params(spec.params_path, list(spec.overrides))
+    study = optuna.load_study(
+        study_name=params.tune.study_name,
+        storage=open_storage(spec.storage, 1),
+        sampler=make_sampler(params, spec.seed, spec.parallel),
+        pruner=make_pruner(params),
+    )
+    train, val = load_trial_data(params, spec.data_dir)
+    mlflow.set_tracking_uri(spec.tracking_uri)
+    while spec.deadline is None or time.time() < spec.deadline:
+        trial = claim(study, params.tune.n_trials, Path(spec.lock))
+        if trial is None:
+            return
+        run_trial(trial, study, params, train, val, spec.experiment_id, spec.parent_run_id)
+
+
+def _worker_process(spec: WorkerSpec) -> None:
+    logging.basicConfig(level=logging.WARNING, format=f"worker {os.getpid()} %(levelname)s: %(message)s")
+    try:
+        worker(spec)
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+
+
+def _run_rounds(study: optuna.Study, spec: WorkerSpec, workers: int, n_trials: int, seed: int) -> None:
+    """Run workers until the study is full or the deadline passes; a round that adds no trial
+    (every worker failing) stops with the trials' errors."""
+    total_before = sum(count_trials(study).values())
+    ctx = multiprocessing.get_context("spawn")
+    for round_index in range(1000):
+        counts = count_trials(study)
+        finished = counts["COMPLETE"] + counts["PRUNED"]
+        if finished >= n_trials or (spec.deadline is not None and time.time() >= spec.deadline):
+            return
+        salt = (total_before, round_index)
+        if workers == 1:
+            worker(dataclasses.replace(spec, seed=sampler_seed(seed, 0, *salt)))
+        else:
+            threads = max(1, (os.cpu_count() or 1) // workers)
+            procs = [
+                ctx.Process(
+                    target=_worker_process,
+                    args=(dataclasses.replace(spec, seed=sampler_seed(seed, i, *salt), threads=threads),),
+                    name=f"tune-worker-{i}",
+                )
+                for i in range(workers)
+            ]
+            for proc in procs:
+                proc.start()
+            for proc in procs:
+                proc.join()
+            fail_stale_trials(study)
+            errors = _trial_errors(study)
+            crashed = [p for p in procs if p.exitcode and p.exitcode > 0]
+            if crashed:
+                raise TuneError(
+                    f"{len(crashed)} tuning worker(s) failed" + (f": {errors[-1]}" if errors else "; see the log above")
+                )
+            killed = [p for p in procs if p.exitcode and p.exitcode < 0]
+            if killed:
+                log.warning("%d worker(s) were killed; their trials are marked failed and others take their place", len(killed))
+        after = count_trials(study)
+        if after["COMPLETE"] + after["PRUNED"] == finished:
+            errors = _trial_errors(study)
+            raise TuneError("no trial finished in a round of workers" + (f"; last error: {errors[-1]}" if errors else ""))
+
+
+def _trial_errors(study: optuna.Study) -> list[str]:
+    return [t.user_attrs["error"] for t in study.get_trials(deepcopy=False) if "error" in t.user_attrs]
+
+
+# --- the study ------------------------------------------------------------------------------
+
+
+def _open_study(params: Params, location: str) -> optuna.Study:
+    tune = params.tune
+    storage = open_storage(location, tune.workers)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        study = optuna.create_study(
+            study_name=tune.study_name, storage=storage, direction="maximize", load_if_exists=True,
+            sampler=make_sampler(params, tune.seed, False), pruner=make_pruner(params),
+        )
+    except Exception as exc:
+        raise TuneError(f"cannot create or load study {tune.study_name!r} in {redact(location)}: {exc}") from None
+    if study.direction != optuna.study.StudyDirection.MAXIMIZE:
+        raise TuneError(f"study {tune.study_name!r} in {redact(location)} minimises; it was not made by mnist-cnn tune")
+    return study
+
+
+def run_study(
+    params: Params,
+    params_path: str | Path,
+    overrides: list[str],
+    data_dir: str | Path,
+    root: Path,
+    progress: bool = True,
+) -> StudyResult:
+    """Run (or resume) the study up to `tune.n_trials` finished trials and log it to MLflow."""
+    tune = params.tune
+    check_space(params)
+    for name in ("train", "val"):
+        path = Path(data_dir) / f"{name}.npz"
+        if not path.is_file():
+            raise TuneError(f"{path} is missing; run `dvc repro preprocess` first (or pass --data-dir)")
+    data.load_split(data_dir, "val")
+    location = storage_location(params, root)
+    study = _open_study(params, location)
+    experiment_id = tracking.configure(params.tracking, root)  # set the store up once, before fanning out
+    fail_stale_trials(study)
+    start = time.perf_counter()
+    deadline = time.time() + tune.timeout_s if tune.timeout_s else None
+
+    with tracking.stage_run("tune", experiment_id, root) as parent:
+        tracking.log_params({**flatten(tune, "tune."), **flatten(params.model, "model."), **flatten(params.train, "train.")})
+        mlflow.set_tags({"optuna.study_name": tune.study_name, "optuna.storage": redact(location)})
+        spec = WorkerSpec(
+            params_path=str(Path(params_path).resolve()),
+            overrides=tuple(overrides),
+            data_dir=str(Path(data_dir).resolve()),
+            storage=location,
+            lock=str(lock_path(location, root, tune.study_name)),
+            tracking_uri=mlflow.get_tracking_uri(),
+            experiment_id=experiment_id,
+            parent_run_id=parent.info.run_id,
+            seed=0,
+            parallel=tune.workers > 1,
+            deadline=deadline,
+        )
+        with Progress(location, tune.study_name, tune.n_trials, deadline, progress):
+            _run_rounds(study, spec, tune.workers, tune.n_trials, tune.seed)
+        result = summarise(study, redact(location), parent.info.run_id, time.perf_counter() - start)
+        log_study(study, result)
+    return result

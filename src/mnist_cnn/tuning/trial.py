@@ -1,0 +1,113 @@
+"""One trial: train the sampled CNN as a nested MLflow run, report each epoch to the pruner,
+and tell the study how it ended."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import mlflow
+import optuna
+from optuna.storages._heartbeat import get_heartbeat_thread  # what study.optimize runs; ask/tell does not
+
+from mnist_cnn import data, liveness, tracking
+from mnist_cnn.config import Params
+from mnist_cnn.data import Split
+from mnist_cnn.schema import flatten
+from mnist_cnn.tuning.space import trial_params
+
+OBJECTIVE = "val_accuracy"
+MLFLOW_RUN_ATTR = "mlflow_run_id"
+TAG_TRIAL = "mnist_cnn.trial"
+VALUES_ATTR = "values"  # the trial's values by params key: {"model.filters.0": 48, ...}
+
+
+def load_trial_data(params: Params, data_dir: str | Path) -> tuple[Split, Split]:
+    """The stratified training share the trials fit on, and the validation split they are scored on."""
+    train = data.load_split(data_dir, "train")
+    val = data.load_split(data_dir, "val")
+    if params.tune.train_fraction < 1:
+        _, train = data.stratified_split(train, params.tune.train_fraction, params.tune.seed)
+    return train, val
+
+
+def run_trial(
+    trial: optuna.Trial, study: optuna.Study, params: Params, train: Split, val: Split, experiment_id: str, parent_run_id: str
+) -> None:
+    """Train one trial as a nested MLflow run under `parent_run_id` and tell the study how it ended."""
+    import keras  # these load TensorFlow: only in the processes that train
+    from optuna_integration import KerasPruningCallback
+
+    from mnist_cnn import training
+
+    keras.backend.clear_session(free_memory=True)
+    model_params, train_params, values = trial_params(params, trial)
+    start = time.perf_counter()
+    epochs_done = 0
+    state, status = "FAIL", "FAILED"
+    run = mlflow.start_run(
+        experiment_id=experiment_id,
+        run_name=f"trial-{trial.number}",
+        parent_run_id=parent_run_id,
+        nested=True,
+        tags={
+            TAG_TRIAL: str(trial.number),
+            "optuna.study_name": study.study_name,
+            "optuna.trial_number": str(trial.number),
+            tracking.TAG_STAGE: "tune-trial",
+            liveness.TAG_OWNER: liveness.owner_token(),
+        },
+    )
+    trial.set_user_attr(MLFLOW_RUN_ATTR, run.info.run_id)
+    trial.set_user_attr(VALUES_ATTR, values)
+
+    def on_epoch(epoch: int, row: dict[str, float]) -> None:
+        nonlocal epochs_done
+        epochs_done = epoch
+        mlflow.log_metrics(row, step=epoch)
+        trial.set_user_attr("epochs_trained", epoch)
+
+    try:
+        with get_heartbeat_thread(trial._trial_id, study._storage):
+            tracking.log_params(
+                {
+                    **{f"trial.{name}": value for name, value in trial.params.items()},
+                    **flatten(model_params, "model."),
+                    **flatten(train_params, "train."),
+                    "tune.train_images": len(train),
+                    "tune.val_images": len(val),
+                }
+            )
+            with tempfile.TemporaryDirectory(prefix="mnist-trial-") as work:
+                result = training.train(
+                    model_params,
+                    train_params,
+                    train,
+                    val,
+                    Path(work),
+                    on_epoch=[on_epoch],
+                    extra_callbacks=[KerasPruningCallback(trial, OBJECTIVE)],
+                    verbose=0,
+                )
+        value = float(result.best[OBJECTIVE])
+        state, status = "COMPLETE", "FINISHED"
+        mlflow.log_metric(f"best_{OBJECTIVE}", value)
+    except optuna.TrialPruned:
+        state, status = "PRUNED", "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    except Exception as exc:
+        trial.set_user_attr("error", f"{type(exc).__name__}: {exc}"[:1000])
+        raise
+    finally:
+        seconds = time.perf_counter() - start
+        trial.set_user_attr("seconds", round(seconds, 3))
+        mlflow.log_metrics({"trial_seconds": seconds, "epochs_trained": epochs_done})
+        mlflow.set_tag("optuna.state", state)
+        mlflow.end_run(status)
+        if state == "COMPLETE":
+            study.tell(trial, value)
+        else:
+            study.tell(trial, state=getattr(optuna.trial.TrialState, state))
