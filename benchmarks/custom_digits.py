@@ -56,14 +56,15 @@ def main() -> None:
 
     from digit_images import make_set
 
-    from mnist_cnn import images, serving
+    from mnist_cnn import images
+    from mnist_cnn.serving.network import Classifier
 
     with tempfile.TemporaryDirectory() as tmp:
         if args.model is None:
             if not args.mnist:
                 sys.exit("give --model or --mnist (or set MNIST_MIRROR) to train one")
             args.model = train_full(args.mnist, Path(tmp) / "fast.keras")
-        classifier = serving.Classifier.load(args.model)
+        classifier = Classifier.load(args.model)
 
     samples = make_set(per_digit=args.per_digit, seed=args.seed)
     labels = np.array([s.digit for s in samples])

@@ -46,7 +46,7 @@ def cli(*args: str, store=None, cwd=ROOT) -> subprocess.CompletedProcess:
 
 def expected_digits(keras_path, paths) -> list[int]:
     from mnist_cnn import images
-    from mnist_cnn.serving import Classifier
+    from mnist_cnn.serving.network import Classifier
 
     x = np.stack([images.prepare(p) for p in paths])[..., None].astype(np.float32)
     return Classifier.load(keras_path)(x).argmax(axis=1).tolist()
@@ -120,7 +120,7 @@ def test_mnist_recipe_beats_plain_resize_on_custom_digits(model):
     """Even a model trained for seconds on 2,000 images reads outside digits far better once they
     are brought to MNIST's form (the full-MNIST figures are in benchmarks/custom_digits.py)."""
     from mnist_cnn import images
-    from mnist_cnn.serving import Classifier
+    from mnist_cnn.serving.network import Classifier
 
     classifier = Classifier.load(model[0])
     samples = make_set(per_digit=10, seed=3)

@@ -1,4 +1,5 @@
-"""Validation of raw pixel input to the served model, and the output records."""
+"""Validation of raw pixel input to the served model (pure request decoding), the pyfunc's
+answer to bad input (MLflow's INVALID_PARAMETER_VALUE, HTTP 400), and the output records."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import pandas as pd
 import pytest
 from mlflow.exceptions import MlflowException
 
-from mnist_cnn.serving import MAX_BATCH, format_predictions, to_pixels
+from mnist_cnn.serving.decode import MAX_BATCH, RequestError, to_pixels
+from mnist_cnn.serving.pyfunc import MnistCnnModel, format_predictions
 
 
 def images(n: int = 2) -> np.ndarray:
@@ -46,7 +48,7 @@ def test_boundary_values_0_and_255_are_accepted():
 
 def test_max_batch_is_accepted_and_one_more_is_not():
     assert to_pixels(np.zeros((MAX_BATCH, 784), np.uint8)).shape[0] == MAX_BATCH
-    with pytest.raises(MlflowException, match="exceeds the limit"):
+    with pytest.raises(RequestError, match="exceeds the limit"):
         to_pixels(np.zeros((MAX_BATCH + 1, 784), np.uint8))
 
 
@@ -86,9 +88,14 @@ def inf_image():
         pytest.param({"a": [[0] * 784], "b": [[0] * 784]}, "expected one input tensor", id="two-tensors"),
     ],
 )
-def test_bad_input_raises_invalid_parameter_value(value, message):
-    with pytest.raises(MlflowException, match=message) as info:
+def test_bad_input_raises_a_request_error_naming_the_problem(value, message):
+    with pytest.raises(RequestError, match=message):
         to_pixels(value)
+
+
+def test_the_pyfunc_answers_bad_input_with_invalid_parameter_value():
+    with pytest.raises(MlflowException, match=r"input shape \(2, 783\) is not") as info:
+        MnistCnnModel().predict(None, np.zeros((2, 783)))  # rejected before the network is needed
     assert info.value.error_code == "INVALID_PARAMETER_VALUE"
     assert info.value.get_http_status_code() == 400
 

@@ -8,58 +8,31 @@ through `mnist_cnn.images.prepare` first, as for the served model.
 
 from __future__ import annotations
 
+import contextlib
+import io
+import warnings
 from pathlib import Path
 
 import numpy as np
+import tensorflow as tf
 
+from mnist_cnn.atomic import atomic_path
 from mnist_cnn.errors import MnistCnnError
-
-
-class ExportError(MnistCnnError):
-    """The model cannot be loaded or converted."""
-
-
-def load_keras(model: str):
-    """The Keras network of a local `.keras` file or of an MLflow model URI of this project's pyfunc."""
-    path = Path(model)
-    if path.suffix == ".keras" and "://" not in model:
-        if not path.is_file():
-            raise ExportError(f"model file {path} not found")
-        import keras
-
-        return keras.saving.load_model(str(path), compile=False, safe_mode=True)
-    import mlflow.pyfunc
-    from mlflow.exceptions import MlflowException
-
-    try:
-        python_model = mlflow.pyfunc.load_model(model).unwrap_python_model()
-    except (MlflowException, OSError) as exc:
-        raise ExportError(f"cannot load model {model}: {exc}") from None
-    network = getattr(python_model, "model", None)
-    if network is None:
-        raise ExportError(f"model {model} is not an mnist-cnn pyfunc (no Keras network inside)")
-    return network
+from mnist_cnn.serving.network import load_network
 
 
 def to_tflite(keras_model) -> bytes:
     """Convert a Keras 3 model with TensorFlow's TFLite converter (float32, builtin ops)."""
-    import contextlib
-    import io
-
-    import tensorflow as tf
-
     try:
         with contextlib.redirect_stdout(io.StringIO()):  # Keras prints the temporary SavedModel's endpoints
             return tf.lite.TFLiteConverter.from_keras_model(keras_model).convert()
     except Exception as exc:  # the converter raises many types (ConverterError, ValueError, ...)
-        raise ExportError(f"TFLite conversion failed: {exc}") from None
+        raise MnistCnnError(f"TFLite conversion failed: {exc}") from None
 
 
 def export_tflite(model: str, out: str | Path) -> Path:
     """Write the TFLite form of `model` to `out` atomically; returns the path."""
-    from mnist_cnn.atomic import atomic_path
-
-    content = to_tflite(load_keras(model))
+    content = to_tflite(load_network(model))
     with atomic_path(out) as tmp:
         tmp.write_bytes(content)
     return Path(out)
@@ -67,10 +40,6 @@ def export_tflite(model: str, out: str | Path) -> Path:
 
 def tflite_predict(model: bytes | str | Path, pixels: np.ndarray, batch: int = 256) -> np.ndarray:
     """(N, 28, 28[, 1]) pixels 0-255 to (N, 10) probabilities with the TFLite interpreter."""
-    import warnings
-
-    import tensorflow as tf
-
     content = Path(model).read_bytes() if isinstance(model, (str, Path)) else model
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tf.lite.Interpreter's deprecation notice (LiteRT)

@@ -17,6 +17,7 @@ from PIL import Image
 import tiny_model
 from conftest import SUBSET
 from digit_images import make_set
+from mnist_cnn.schema import parse_yaml
 
 pytestmark = pytest.mark.slow
 
@@ -26,7 +27,7 @@ JSON = {"Content-Type": "application/json"}
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     """(url, keras Classifier, model URI, store) for a freshly trained and logged model."""
-    from mnist_cnn.serving import Classifier
+    from mnist_cnn.serving.network import Classifier
 
     work = tmp_path_factory.mktemp("served")
     keras_path = tiny_model.train(work / "tiny.keras")
@@ -261,7 +262,6 @@ def test_concurrent_requests_of_every_form(served, testset):
 
 def test_logged_model_holds_no_pickle_and_loads_in_safe_mode(served, testset):
     import mlflow
-    import yaml
 
     _, classifier, uri, store = served
     with tiny_model.using_store(store):
@@ -271,7 +271,7 @@ def test_logged_model_holds_no_pickle_and_loads_in_safe_mode(served, testset):
         for f in files:  # no pickle stream hidden under another name (protocol 2+ starts with 0x80)
             if not f.endswith(".keras"):
                 assert not (local / f).read_bytes()[:1] == b"\x80", f
-        flavor = yaml.safe_load((local / "MLmodel").read_text())["flavors"]["python_function"]
+        flavor = parse_yaml((local / "MLmodel").read_text())["flavors"]["python_function"]
         assert flavor["loader_module"] == "mlflow.pyfunc.loaders.code_model"
         assert Path(flavor["model_code_path"]).name == "pyfunc_model.py" and "python_model" not in flavor
         assert flavor["artifacts"]["keras_model"]["path"].endswith(".keras")

@@ -1,0 +1,28 @@
+"""How the trained network is packaged for `mlflow models serve` and `mlflow.pyfunc`.
+
+The registered model is an MLflow *models-from-code* pyfunc: its Python code is
+`mnist_cnn/serving/pyfunc_model.py` (the whole package ships with the model), its network the `.keras`
+file, loaded in safe mode. Nothing is pickled. It has no input signature, so MLflow passes the
+request through untouched and this module validates it.
+
+Input (JSON body of `POST /invocations`), up to `MAX_BATCH` images:
+- raw 0-255 pixels, integers or floats: `{"inputs": [...]}` of shape (N, 28, 28), (N, 28, 28, 1)
+  or (N, 784) (also `instances`, or `dataframe_split` with 784 columns);
+- image files: `{"dataframe_split": {"columns": ["image"], "data": [["<base64>"], ...]}}` or
+  `{"dataframe_records": [{"image": "<base64>"}, ...]}` or `{"inputs": {"image": ["<base64>", ...]}}`:
+  PNG, JPEG or BMP of any size and mode, brought to MNIST's form by `mnist_cnn.images`;
+- compact bulk pixels: `{"inputs": {"pixels_b64": "<base64>"}}`, the base64 of N*784 raw uint8
+  bytes (N images of 28x28, row-major), or a `pixels_b64` column holding one such string per row.
+
+Output, one record per image in request order:
+`{"predictions": [{"digit": 7, "confidence": 0.998, "probabilities": [10 floats, digits 0-9]}, ...]}`.
+
+Bad input is an MlflowException(INVALID_PARAMETER_VALUE): the scoring server answers HTTP 400 with
+`{"error_code": "INVALID_PARAMETER_VALUE", "message": "..."}`. Inside the scoring server,
+`guard.install` also turns what MLflow would answer with a 500 into a 4xx: a missing
+Content-Type (415), a body over `MAX_BODY_BYTES` (413), JSON nested too deeply (400).
+
+Modules: `decode` (requests to pixels, pure), `network` (loading and calling the Keras network),
+`pyfunc` (the model class), `guard` (the scoring-server guard), `package` (logging the model),
+`pyfunc_model` (the models-from-code entry).
+"""

@@ -1,0 +1,44 @@
+"""The pyfunc model class that MLflow loads and serves: the Keras network behind a traced
+graph, request decoding, and the response records. Bad request content becomes MLflow's
+INVALID_PARAMETER_VALUE, which the scoring server answers with HTTP 400."""
+
+from __future__ import annotations
+
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+from mnist_cnn.serving import guard
+from mnist_cnn.serving.decode import RequestError, to_model_input
+from mnist_cnn.serving.network import Classifier
+
+
+def format_predictions(proba: np.ndarray) -> pd.DataFrame:
+    """(N, 10) probabilities to a frame of digit, confidence and the ten probabilities (6 decimals)."""
+    proba = np.asarray(proba, dtype=np.float64)
+    digits = proba.argmax(axis=1)
+    return pd.DataFrame(
+        {
+            "digit": digits.astype(int),
+            "confidence": proba[np.arange(len(proba)), digits].round(6),
+            "probabilities": proba.round(6).tolist(),
+        }
+    )
+
+
+class MnistCnnModel(mlflow.pyfunc.PythonModel):
+    """Pyfunc around the `.keras` network (artifact `keras_model`, loaded in safe mode)."""
+
+    def load_context(self, context):
+        self.classifier = Classifier.load(context.artifacts["keras_model"])
+        self.model = self.classifier.keras_model
+        guard.install()
+
+    def predict(self, context, model_input, params=None):
+        try:
+            pixels = to_model_input(model_input)
+        except RequestError as exc:
+            raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from None
+        return format_predictions(self.classifier(pixels))
