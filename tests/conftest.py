@@ -8,6 +8,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -123,6 +124,18 @@ def copy_project(dest: Path) -> Path:
     subprocess.run(git + ["add", "-A"], cwd=dest, check=True)
     subprocess.run(git + ["commit", "-qm", "snapshot"], cwd=dest, check=True)
     return dest
+
+
+def stage_cmd(stage: str, *extra: str) -> list[str]:
+    """dvc.yaml's command of `stage` (its paths relative to the project root), then `extra`
+    arguments: a repeated option overrides dvc.yaml's value."""
+    import shlex
+
+    from mnist_cnn.schema import read_yaml
+
+    cmd = shlex.split(read_yaml(ROOT / "dvc.yaml")["stages"][stage]["cmd"])
+    assert cmd[0] == "python"
+    return [sys.executable, *cmd[1:], *extra]
 
 
 def clean_env(**extra: str) -> dict[str, str]:

@@ -18,3 +18,24 @@ def test_serve_without_a_champion_is_one_clear_error(tmp_path: Path):
     assert proc.returncode == 1
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and "no mnist-cnn@champion" in last and "dvc repro" in last
+
+
+def test_stage_runs_dvc_yaml_s_command_with_its_paths_and_the_overrides(tmp_path: Path, subset_dir: Path):
+    """`mnist-cnn stage` (what MLproject's stage entry points run) takes its paths from dvc.yaml."""
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    shutil.copytree(ROOT / "stages", tmp_path / "stages")
+    (tmp_path / "dvc.yaml").write_text(
+        "stages:\n  preprocess:\n    cmd: python stages/preprocess.py --raw-dir raw --out-dir processed\n"
+    )
+    shutil.copytree(subset_dir, tmp_path / "raw")
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    sums = dict(line.split()[::-1] for line in (subset_dir / "SHA256SUMS").read_text().splitlines())
+    sets = [f"--set=data.sha256.{name}={digest}" for name, digest in sums.items()]
+    proc = subprocess.run(["mnist-cnn", "stage", "preprocess", "--set", "data.val_fraction=0.25", *sets],
+                          cwd=tmp_path / "stages", env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "val: 501 images, test: 500 images" in proc.stdout, "a quarter of the 2,000 training images, stratified"
+    assert sorted(p.name for p in (tmp_path / "processed").iterdir()) == ["SHA256SUMS", "test.npz", "train.npz", "val.npz"]
+    bad = subprocess.run(["mnist-cnn", "stage", "preprocess", "--set", "data.val_fraction=2"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 1 and "data.val_fraction must be between 0 and 1" in bad.stderr.strip().splitlines()[-1]

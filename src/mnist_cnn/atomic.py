@@ -4,6 +4,7 @@ Also the exclusive file lock that processes sharing a store or a study take turn
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -70,11 +71,15 @@ def write_csv(path: str | Path, header: list[str], rows: list[list[Any]]) -> Non
     write_text(path, "\n".join(lines) + "\n")
 
 
+def write_rows(path: str | Path, records: list[dict[str, Any]]) -> None:
+    """Records sharing the first one's keys as CSV, in that column order."""
+    header = list(records[0])
+    write_csv(path, header, [[record[c] for c in header] for record in records])
+
+
 @contextlib.contextmanager
 def file_lock(path: str | Path) -> Iterator[None]:
     """An exclusive lock held by this process for the block (released if the process dies)."""
-    import fcntl
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as fh:

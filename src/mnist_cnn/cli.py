@@ -1,42 +1,23 @@
-"""`mnist-cnn` console script and the shared entry-point wrapper of the stage scripts."""
+"""The `mnist-cnn` console script: params, preset, serve, predict, export, tune.
+
+Each subcommand imports what it needs when it runs, so `params` and `preset` answer without
+loading MLflow or TensorFlow."""
 
 from __future__ import annotations
 
 import argparse
-import logging
+import json
+import os
+import shlex
 import sys
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
-from mnist_cnn.errors import MnistCnnError
+import numpy as np
 
-
-def run_main(main: Callable[[], int | None]) -> None:
-    """Run an entry point: configure logging, turn a MnistCnnError into one clear line and exit 1."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    for noisy in ("alembic", "mlflow.store.db.utils", "urllib3"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    try:
-        code = main()
-    except MnistCnnError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
-    sys.exit(code or 0)
-
-
-def add_params_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a param for this run only, e.g. --set train.epochs=1 (logged to MLflow); an empty value is ignored",
-    )
+from mnist_cnn import atomic, config, figures, images, presets
+from mnist_cnn.entrypoint import add_params_args, run_main
+from mnist_cnn.schema import dump_yaml, read_yaml, to_dict
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,6 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--model", help="model URI or a local .keras file (default: the registry's champion)")
     export.add_argument("--out", type=Path, default=Path("models/model.tflite"), help="output file (default: models/model.tflite)")
     add_params_args(export)
+    stage = sub.add_parser(
+        "stage", help="run one dvc.yaml stage's command outside DVC (its paths from dvc.yaml), with --set overrides",
+    )
+    stage.add_argument("name", choices=["download", "preprocess", "train", "evaluate", "register"])
+    stage.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a param for this run only; an empty value is ignored")
     tune = sub.add_parser(
         "tune",
         help="run or resume the Optuna study of params.yaml's tune section; --apply copies its best params into params.yaml",
@@ -89,12 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import os
-
-    from mnist_cnn import config, registry, tracking
+    from mnist_cnn import registry, tracking
 
     params = config.load_params(args.params, args.overrides)
-    root = tracking.project_root()
+    root = config.project_root()
     tracking.configure(params.tracking, root)
     model = args.model or registry.champion_uri(params.register.model_name, params.register.champion_alias)
     cmd = ["mlflow", "models", "serve", "-m", model, "--env-manager", "local",
@@ -106,10 +91,10 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _tune(args: argparse.Namespace) -> int:
-    from mnist_cnn import config, tracking, tuning
-
     if args.apply:
-        changes = tuning.apply_best(args.best, args.params)
+        from mnist_cnn.tuning.best import apply_best
+
+        changes = apply_best(args.best, args.params)
         if not changes:
             print(f"{args.params} already holds the best params of {args.best}")
             return 0
@@ -120,8 +105,12 @@ def _tune(args: argparse.Namespace) -> int:
     flags = {"n_trials": args.trials, "timeout_s": args.timeout, "workers": args.workers,
              "storage": args.storage, "study_name": args.study_name}
     overrides = [*args.overrides, *(f"tune.{k}={v}" for k, v in flags.items() if v is not None)]
+    from mnist_cnn.tuning.best import write_best
+    from mnist_cnn.tuning.study import run_study
+    from mnist_cnn.tuning.trial import OBJECTIVE
+
     params = config.load_params(args.params, overrides)
-    result = tuning.run_study(params, args.params, overrides, args.data_dir, tracking.project_root(), progress=not args.no_progress)
+    result = run_study(params, args.params, overrides, args.data_dir, config.project_root(), progress=not args.no_progress)
     counts = result.counts
     print(
         f"study {result.study_name}: {counts['COMPLETE']} complete, {counts['PRUNED']} pruned, {counts['FAIL']} failed "
@@ -132,9 +121,21 @@ def _tune(args: argparse.Namespace) -> int:
         return 0
     print("\nbest trials (validation accuracy):")
     print(result.table)
-    tuning.write_best(result, args.best)
-    print(f"\nbest: trial {result.best_number}, {tuning.OBJECTIVE} {result.best_value:.4f}; written to {args.best}")
+    write_best(result, args.best)
+    print(f"\nbest: trial {result.best_number}, {OBJECTIVE} {result.best_value:.4f}; written to {args.best}")
     print("next: mnist-cnn tune --apply, then dvc repro")
+    return 0
+
+
+def _stage(args: argparse.Namespace) -> int:
+    """Exec dvc.yaml's command of the stage, so its paths have one home (used by MLproject)."""
+    dvc_yaml = config.project_root() / "dvc.yaml"
+    cmd = shlex.split(read_yaml(dvc_yaml, what="pipeline file")["stages"][args.name]["cmd"])
+    cmd += [f"--set={item}" for item in args.overrides]
+    if cmd[0] == "python":
+        cmd[0] = sys.executable
+    os.chdir(dvc_yaml.parent)
+    os.execv(cmd[0], cmd)
     return 0
 
 
@@ -142,21 +143,17 @@ def _model_or_champion(args: argparse.Namespace) -> str:
     """`--model` as given, else the registry's champion (a clear error when there is none)."""
     if args.model:
         return args.model
-    from mnist_cnn import config, registry, tracking
+    from mnist_cnn import registry, tracking
 
     params = config.load_params(args.params, args.overrides)
-    tracking.configure(params.tracking, tracking.project_root())
+    tracking.configure(params.tracking, config.project_root())
     return registry.champion_uri(params.register.model_name, params.register.champion_alias)
 
 
 def _predict(args: argparse.Namespace) -> int:
-    import json
+    from mnist_cnn.serving.network import load_predict_fn
 
-    import numpy as np
-
-    from mnist_cnn import images, serving
-
-    predict = serving.load_predict_fn(_model_or_champion(args))
+    predict = load_predict_fn(_model_or_champion(args))
     names, pixels, failed = [], [], 0
     for path in args.images:
         try:
@@ -175,8 +172,6 @@ def _predict(args: argparse.Namespace) -> int:
         else:
             print(f"{name}\t{digit}\t{confidence:.4f}")
     if args.save_grid and pixels:
-        from mnist_cnn import atomic, figures
-
         titles = [f"{Path(n).name[:16]}\n{d} ({p[d]:.2f})" for n, p, d in zip(names, proba, digits)]
         colors = ["black" if p[d] >= 0.5 else "red" for p, d in zip(proba, digits)]
         fig = figures.image_grid(np.stack(pixels), titles, "as the model sees them: digit (confidence)", colors)
@@ -198,17 +193,11 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _show_params(args: argparse.Namespace) -> int:
-    import yaml
-
-    from mnist_cnn.config import load_params, to_dict
-
-    print(yaml.safe_dump(to_dict(load_params(args.params, args.overrides)), sort_keys=False), end="")
+    print(dump_yaml(to_dict(config.load_params(args.params, args.overrides))), end="")
     return 0
 
 
 def _apply_preset(args: argparse.Namespace) -> int:
-    from mnist_cnn import presets
-
     if not args.name:
         print("\n".join(presets.available()))
         return 0
@@ -223,5 +212,6 @@ def _apply_preset(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    commands = {"params": _show_params, "preset": _apply_preset, "serve": _serve, "predict": _predict, "export": _export, "tune": _tune}
+    commands = {"params": _show_params, "preset": _apply_preset, "serve": _serve, "predict": _predict, "export": _export, "tune": _tune,
+                "stage": _stage}
     run_main(lambda: commands[args.command](args))

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_cnn.atomic import atomic_path
+from mnist_cnn.atomic import atomic_path, write_text
 from mnist_cnn.errors import DataError
 
 IMAGES_MAGIC = 2051
@@ -129,8 +129,6 @@ MANIFEST = "SHA256SUMS"
 
 def write_manifest(data_dir: Path) -> None:
     """`SHA256SUMS` of the split files, checked by `load_split` whenever it is present."""
-    from mnist_cnn.atomic import write_text
-
     sums = processed_checksums(data_dir)
     write_text(data_dir / MANIFEST, "".join(f"{digest}  {name}.npz\n" for name, digest in sums.items()))
 

@@ -51,6 +51,18 @@ class FetchResult:
     seconds: float
     attempts: int
 
+    def row(self) -> dict[str, object]:
+        """The file's row of the download table logged to MLflow."""
+        return {
+            "file": self.name,
+            "source": self.mirror,
+            "compressed_bytes": self.compressed_bytes,
+            "decompressed_bytes": self.decompressed_bytes,
+            "sha256": self.sha256,
+            "attempts": self.attempts,
+            "seconds": round(self.seconds, 3),
+        }
+
 
 class _NoDowngradeRedirect(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: D401 - urllib API

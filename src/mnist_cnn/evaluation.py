@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 
+import keras
 import numpy as np
+from sklearn.metrics import classification_report, confusion_matrix
 
 from mnist_cnn.data import NUM_CLASSES
 
@@ -22,8 +24,6 @@ class Evaluation:
 
 def predict_proba(model, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
     """Probabilities for uint8 images (N, 28, 28); calls the model directly, batch by batch."""
-    import keras
-
     out = []
     for i in range(0, len(x), batch_size):
         batch = x[i : i + batch_size, ..., None].astype("float32")
@@ -32,8 +32,6 @@ def predict_proba(model, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
 
 
 def evaluate_probabilities(y_true: np.ndarray, proba: np.ndarray, worst: int = 25) -> Evaluation:
-    from sklearn.metrics import classification_report, confusion_matrix
-
     y_true = np.asarray(y_true).astype(int)
     predicted = proba.argmax(axis=1)
     confidence = proba[np.arange(len(proba)), predicted]

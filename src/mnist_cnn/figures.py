@@ -6,11 +6,10 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
+from matplotlib.figure import Figure
 
 
-def _figure(width: float, height: float):
-    from matplotlib.figure import Figure
-
+def _figure(width: float, height: float) -> Figure:
     return Figure(figsize=(width, height), dpi=100, layout="constrained")
 
 
@@ -84,3 +83,23 @@ def confusion_matrix(matrix: np.ndarray, title: str = "Confusion matrix (test se
     ax.set_title(title)
     fig.colorbar(im, ax=ax, label="log(1 + count)")
     return fig
+
+
+def training_samples(x: np.ndarray, y: np.ndarray, n: int = 40) -> Figure:
+    n = min(n, len(y))
+    return image_grid(x[:n], [f"label {label}" for label in y[:n]], "Training samples")
+
+
+def sample_predictions(x: np.ndarray, y: np.ndarray, predicted: np.ndarray, confidence: np.ndarray, n: int) -> Figure:
+    """The first `n` test images with prediction, confidence and truth; mistakes in red."""
+    n = min(n, len(y))
+    titles = [f"pred {p} ({c:.0%})\ntrue {t}" for p, c, t in zip(predicted[:n], confidence[:n], y[:n])]
+    colors = ["green" if p == t else "red" for p, t in zip(predicted[:n], y[:n])]
+    return image_grid(x[:n], titles, "Sample test predictions", colors=colors)
+
+
+def worst_predictions(x: np.ndarray, y: np.ndarray, predicted: np.ndarray, confidence: np.ndarray, worst: np.ndarray) -> Figure:
+    """The most confident mistakes (indices `worst`), worst first."""
+    errors = int(np.sum(predicted != y))
+    titles = [f"pred {predicted[i]} ({confidence[i]:.0%})\ntrue {y[i]}" for i in worst]
+    return image_grid(x[worst], titles, f"Most confident mistakes ({errors} errors in {len(y)})", colors=["red"] * len(worst))

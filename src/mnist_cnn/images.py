@@ -24,6 +24,8 @@ import re
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
+from scipy import ndimage
 
 from mnist_cnn.errors import MnistCnnError
 
@@ -64,8 +66,6 @@ def decode_base64(text: str) -> bytes:
 
 def open_image(data: bytes):
     """Decode PNG/JPEG/BMP bytes to a loaded PIL image; too large or broken input is an ImageError."""
-    from PIL import Image
-
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise ImageError(f"expected image bytes, got {type(data).__name__}")
     if len(data) > MAX_BYTES:
@@ -157,8 +157,6 @@ def _ink_up(gray: np.ndarray) -> np.ndarray:
 
 def _stroke_width(mask: np.ndarray) -> float:
     """Typical stroke width in pixels of a binary ink mask (from its distance transform)."""
-    from scipy import ndimage
-
     dist = ndimage.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
     ridge = dist[mask & (dist >= ndimage.maximum_filter(dist, size=3))]
     return 2.0 * float(np.median(ridge)) if ridge.size else 1.0
@@ -169,8 +167,6 @@ def _thicken(gray: np.ndarray, mask: np.ndarray, scale: float) -> np.ndarray:
     width = _stroke_width(mask)
     if width * scale >= MIN_STROKE:
         return gray
-    from scipy import ndimage
-
     grow = int(np.ceil(MIN_STROKE / scale - width))
     return ndimage.maximum_filter(gray, size=grow + 1)  # separable: cheap even for wide footprints
 
@@ -187,8 +183,6 @@ def _crop(gray: np.ndarray, margin: int) -> tuple[np.ndarray, np.ndarray, float]
 
 
 def _resize(gray: np.ndarray, width: int, height: int) -> np.ndarray:
-    from PIL import Image
-
     im = Image.fromarray(np.ascontiguousarray(gray, dtype=np.float32), mode="F")
     return np.asarray(im.resize((width, height), Image.Resampling.LANCZOS, reducing_gap=2.0), dtype=np.float32)
 

@@ -4,15 +4,15 @@ code and loads in safe mode."""
 
 from __future__ import annotations
 
+import keras
+from keras import layers
+
 from mnist_cnn.config import ModelParams
 
 INPUT_SHAPE = (28, 28, 1)
 
 
-def build_model(params: ModelParams, seed: int = 42):
-    import keras
-    from keras import layers
-
+def build_model(params: ModelParams, seed: int = 42) -> keras.Model:
     inputs = keras.Input(shape=INPUT_SHAPE, name="pixels")
     x = layers.Rescaling(1.0 / 255.0, name="scale")(inputs)
     aug = params.augment

@@ -3,22 +3,26 @@ as good as the current champion and above the minimum; otherwise it becomes `@ch
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any, Mapping
 
-from mnist_cnn.config import RegisterParams
+import mlflow
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from mnist_cnn import data, tracking
+from mnist_cnn.config import Params, RegisterParams
 from mnist_cnn.errors import TrackingError
+from mnist_cnn.schema import to_dict
 
 
 def _client():
-    from mlflow import MlflowClient
-
     return MlflowClient()
 
 
 def alias_version(name: str, alias: str):
     """The model version behind `name@alias`, or None."""
-    from mlflow.exceptions import MlflowException
-
     try:
         return _client().get_model_version_by_alias(name, alias)
     except MlflowException as exc:
@@ -29,14 +33,35 @@ def alias_version(name: str, alias: str):
 
 def champion_uri(name: str, alias: str = "champion") -> str:
     """`models:/name@champion`, after checking the registry has one (a clear error otherwise)."""
-    import mlflow
-
     if alias_version(name, alias) is None:
         raise TrackingError(
             f"the model registry at {mlflow.get_tracking_uri()} has no {name}@{alias}; "
             "run `dvc repro` to train and register one, or pass --model"
         )
     return f"models:/{name}@{alias}"
+
+
+def read_test_metrics(path: Path) -> dict[str, float]:
+    """The evaluate stage's metrics; a clear error when they are missing or lack test_accuracy."""
+    try:
+        metrics = json.loads(Path(path).read_text())
+    except (FileNotFoundError, json.JSONDecodeError) as exc:
+        raise TrackingError(f"cannot read test metrics {path} ({exc}); run the evaluate stage first") from None
+    if "test_accuracy" not in metrics:
+        raise TrackingError(f"{path} has no test_accuracy; re-run the evaluate stage")
+    return metrics
+
+
+def version_tags(params: Params, data_dir: Path, root: Path) -> dict[str, str]:
+    """What a model version is tagged with: git state, pipeline, params and data checksums."""
+    git = tracking.git_state(root)
+    return {
+        "git_commit": git[tracking.TAG_COMMIT],
+        "git_dirty": git[tracking.TAG_DIRTY],
+        "pipeline_id": tracking.pipeline_id(),
+        "params": json.dumps({"model": to_dict(params.model), "train": to_dict(params.train)}, sort_keys=True),
+        **{f"data_sha256_{k}": v for k, v in data.processed_checksums(data_dir).items()},
+    }
 
 
 def _accuracy(version) -> float | None:
@@ -60,9 +85,6 @@ def register(
     Returns a report of what was done. A version created here is deleted again if anything
     after its creation fails, so the registry is never left half-updated.
     """
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
     client = _client()
     name = params.model_name
     accuracy = float(metrics["test_accuracy"])

@@ -4,16 +4,21 @@ checkpoint, resumable backups. Knows nothing of MLflow; per-epoch hooks do the l
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import time
 from pathlib import Path
 from typing import Callable, Sequence
 
+import keras
 import numpy as np
+import tensorflow as tf
 
 from mnist_cnn.config import ModelParams, TrainParams
 from mnist_cnn.data import Split
+from mnist_cnn.model import build_model
+from mnist_cnn.schema import to_dict
 
 EpochHook = Callable[[int, dict[str, float]], None]
 
@@ -39,20 +44,32 @@ class TrainResult:
     def best(self) -> dict[str, float]:
         return next(row for row in self.history if row["epoch"] == self.best_epoch)
 
+    def summary(self) -> dict[str, float]:
+        """The run's figures under the project's metric names (MLflow and reports/train_metrics.json)."""
+        return {
+            "best_epoch": self.best_epoch,
+            "epochs_trained": len(self.history),
+            "best_val_accuracy": self.best["val_accuracy"],
+            "best_val_loss": self.best["val_loss"],
+            "train_seconds": self.seconds,
+            "train_images_per_second": self.images_per_second,
+        }
+
+
+def resume_dir(work_root: Path, model_params: ModelParams, params: TrainParams, data_checksums: dict[str, str]) -> Path:
+    """The folder of a run's resumable backup under `work_root`: keyed on the params and the
+    data, so a backup is only resumed by a run that would train the same model."""
+    key = json.dumps([to_dict(model_params), to_dict(params), data_checksums], sort_keys=True)
+    return Path(work_root) / hashlib.sha256(key.encode()).hexdigest()[:16]
+
 
 def make_deterministic(seed: int) -> None:
     """Same params and seed give bit-identical weights on CPU."""
-    import keras
-    import tensorflow as tf
-
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
 
 
 def use_mixed_precision(mode: str) -> bool:
-    import keras
-    import tensorflow as tf
-
     enabled = mode == "on" or (mode == "auto" and bool(tf.config.list_physical_devices("GPU")))
     keras.mixed_precision.set_global_policy("mixed_float16" if enabled else "float32")
     return enabled
@@ -60,14 +77,12 @@ def use_mixed_precision(mode: str) -> bool:
 
 def learning_rate(params: TrainParams, steps_per_epoch: int):
     """A float or a built-in Keras schedule (serializable, so the saved model loads safely)."""
-    from keras.optimizers import schedules
-
     sched = params.schedule
     total = max(1, steps_per_epoch * params.epochs)
     lr = params.learning_rate
     if sched.name == "onecycle":
         warmup = int(total * sched.warmup_fraction)
-        return schedules.CosineDecay(
+        return keras.optimizers.schedules.CosineDecay(
             initial_learning_rate=lr / 25.0,
             decay_steps=max(1, total - warmup),
             alpha=sched.final_fraction,
@@ -75,15 +90,13 @@ def learning_rate(params: TrainParams, steps_per_epoch: int):
             warmup_steps=warmup,
         )
     if sched.name == "cosine":
-        return schedules.CosineDecay(lr, decay_steps=total, alpha=sched.final_fraction)
+        return keras.optimizers.schedules.CosineDecay(lr, decay_steps=total, alpha=sched.final_fraction)
     if sched.name == "exponential":
-        return schedules.ExponentialDecay(lr, decay_steps=steps_per_epoch, decay_rate=sched.decay_rate)
+        return keras.optimizers.schedules.ExponentialDecay(lr, decay_steps=steps_per_epoch, decay_rate=sched.decay_rate)
     return lr
 
 
 def make_optimizer(params: TrainParams, steps_per_epoch: int):
-    import keras
-
     lr = learning_rate(params, steps_per_epoch)
     if params.optimizer == "adamw":
         return keras.optimizers.AdamW(lr, weight_decay=params.weight_decay)
@@ -93,8 +106,6 @@ def make_optimizer(params: TrainParams, steps_per_epoch: int):
 
 
 def compile_model(model, params: TrainParams, steps_per_epoch: int) -> None:
-    import keras
-
     if params.label_smoothing:
         loss = keras.losses.CategoricalCrossentropy(label_smoothing=params.label_smoothing)
     else:
@@ -123,8 +134,6 @@ def _read_history(path: Path) -> list[dict[str, float]]:
 
 
 def _epoch_callback(hook: EpochHook, timings: list[float]):
-    import keras
-
     class _Hook(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
             self._t0 = time.perf_counter()
@@ -156,10 +165,6 @@ def train(
     `work_dir` holds the resumable backup and the best weights; it is kept after a crash so the
     same call resumes from the last completed epoch, and emptied after success.
     """
-    import keras
-
-    from mnist_cnn.model import build_model
-
     make_deterministic(params.seed)
     use_mixed_precision(params.mixed_precision)
     model = build_model(model_params, seed=params.seed)

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import SUBSET, MirrorServer
+from conftest import SUBSET, MirrorServer, stage_cmd
 from faultkit import edit_params, project, run  # noqa: F401  (project is a fixture)
 
 FILES = sorted(p.name for p in SUBSET.glob("*.gz"))
@@ -76,14 +76,14 @@ def test_raw_file_changed_after_download_is_seen_by_dvc_and_refused_by_preproces
 
     status = run(["dvc", "status"], dest).stdout
     assert "data/raw" in status and "modified" in status
-    proc = run([sys.executable, "stages/preprocess.py"], dest, check=False)
+    proc = run(stage_cmd("preprocess"), dest, check=False)
     assert proc.returncode == 1
     last = proc.stderr.strip().splitlines()[-1]
     assert "train-labels-idx1-ubyte.gz" in last and "differs from data.sha256" in last and "dvc repro -f download" in last
     assert not (dest / "data" / "processed").exists()
 
     labels.write_bytes(labels.read_bytes()[:-30])  # cut short: not even valid gzip
-    proc = run([sys.executable, "stages/preprocess.py"], dest, check=False)
+    proc = run(stage_cmd("preprocess"), dest, check=False)
     assert proc.returncode == 1 and "is corrupt" in proc.stderr.strip().splitlines()[-1]
 
 
@@ -99,12 +99,12 @@ def test_processed_file_changed_after_preprocess_is_seen_by_dvc_and_refused_by_t
 
     status = run(["dvc", "status"], dest).stdout
     assert "data/processed" in status and "modified" in status
-    proc = run([sys.executable, "stages/train.py"], dest, check=False)
+    proc = run(stage_cmd("train"), dest, check=False)
     assert proc.returncode == 1
     last = proc.stderr.strip().splitlines()[-1]
     assert "val.npz does not match its checksum" in last and "dvc repro -f preprocess" in last
     assert not (dest / "models" / "model.keras").exists()
 
     val.write_bytes(val.read_bytes()[:1000])
-    proc = run([sys.executable, "stages/train.py"], dest, check=False)
+    proc = run(stage_cmd("train"), dest, check=False)
     assert proc.returncode == 1 and "val.npz" in proc.stderr.strip().splitlines()[-1]

@@ -14,6 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from conftest import stage_cmd
 from faultkit import champion_version, clean_env, commit, edit_params, project, run  # noqa: F401
 
 pytestmark = pytest.mark.slow
@@ -48,7 +49,7 @@ def kill_tree(pid: int) -> None:
     os.kill(pid, signal.SIGKILL)
 
 
-TRAIN = [sys.executable, "-u", "stages/train.py", "--set", "train.epochs=4", "--set", "train.batch_size=16"]
+TRAIN = [sys.executable, "-u", *stage_cmd("train")[1:], "--set", "train.epochs=4", "--set", "train.batch_size=16"]
 
 
 def test_kill_9_mid_epoch_then_the_same_command_resumes_from_the_last_epoch(project, tmp_path):
@@ -155,7 +156,7 @@ def test_same_params_and_seed_give_bit_identical_weights_and_metrics(project, tm
     outputs = []
     for name in ("a", "b"):
         out = tmp_path / name
-        run([sys.executable, "stages/train.py", "--set", "model.augment.rotation_deg=8", "--set", "model.augment.shift=0.05",
+        run([*stage_cmd("train"), "--set", "model.augment.rotation_deg=8", "--set", "model.augment.shift=0.05",
              "--work-dir", str(out / "ckpt"), "--model", str(out / "model.keras"), "--run-info", str(out / "run.json"),
              "--metrics", str(out / "metrics.json"), "--history", str(out / "history.csv")], dest)
         outputs.append(out)
