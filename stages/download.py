@@ -31,6 +31,7 @@ def main() -> None:
                 "download_attempts": float(sum(r.attempts for r in results)),
             }
         )
+        mlflow.set_tag(tracking.TAG_NOTE, f"download: {len(results)} files verified, from {results[0].mirror}")
         for r in results:
             print(f"{r.name}: {r.compressed_bytes} bytes from {r.mirror} (sha256 {r.sha256[:12]}... ok)")
 

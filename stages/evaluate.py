@@ -1,9 +1,8 @@
 """Stage evaluate: score the trained model on the 10,000 test images, into the same MLflow run as the model."""
 
-import keras
 import mlflow
 
-from mnist_cnn import atomic, config, data, evaluation, figures, tracking
+from mnist_cnn import atomic, config, data, figures, presets, tracking
 from mnist_cnn.entrypoint import run_main, stage_parser
 from mnist_cnn.errors import DataError
 from mnist_cnn.schema import flatten
@@ -15,11 +14,16 @@ PATHS = {
     "--metrics": "test metrics (JSON)",
     "--confusion": "actual and predicted digit per test image (CSV, a DVC plot)",
     "--report": "per-class precision, recall, F1 (CSV)",
+    "--figures": "folder for the confusion-matrix and prediction PNGs (DVC plots)",
 }
 
 
 def main() -> None:
     args = stage_parser(__doc__, PATHS).parse_args()
+    import keras  # TensorFlow, loaded quietly by run_main first
+
+    from mnist_cnn import evaluation
+
     params = config.load_params(args.params, args.overrides)
     test = data.load_split(args.data_dir, "test")
     info = tracking.read_run_info(args.run_info)
@@ -33,18 +37,23 @@ def main() -> None:
     experiment = tracking.configure(params.tracking, root)
     with tracking.stage_run("evaluate", experiment, root, run_id=info["run_id"]):
         tracking.log_params(flatten(params.evaluate, "evaluate."))
-        mlflow.log_metrics(result.metrics)
+        digest = data.file_sha256(args.data_dir / "test.npz")
+        test_set = tracking.log_dataset(test, "test", args.data_dir / "test.npz", digest, "testing")
+        mlflow.log_metrics(result.metrics, dataset=test_set, model_id=info.get("model_id"))
         tracking.log_table(result.report, "evaluation/classification_report.json")
-        tracking.log_figure(figures.confusion_matrix(result.confusion), "evaluation/confusion_matrix.png")
         shown = (test.x, test.y, result.predicted, result.confidence)
-        tracking.log_figure(figures.sample_predictions(*shown, params.evaluate.grid_size), "evaluation/sample_predictions.png")
-        tracking.log_figure(figures.worst_predictions(*shown, result.worst), "evaluation/worst_predictions.png")
+        for name, fig in (("confusion_matrix", figures.confusion_matrix(result.confusion)),
+                          ("sample_predictions", figures.sample_predictions(*shown, params.evaluate.grid_size)),
+                          ("worst_predictions", figures.worst_predictions(*shown, result.worst))):  # fmt: skip
+            tracking.log_figure(fig, f"evaluation/{name}.png", args.figures)
         atomic.write_csv(args.confusion, ["actual", "predicted"], [[int(t), int(p)] for t, p in zip(test.y, result.predicted)])
         atomic.write_rows(args.report, result.report)
-        atomic.write_json(args.metrics, result.metrics)
+        atomic.write_json(args.metrics, {**result.metrics, **result.per_digit})
+        accuracy = result.metrics["test_accuracy"]
+        mlflow.set_tag(tracking.TAG_NOTE, f"train + evaluate: {presets.describe(params)}, test_accuracy {accuracy:.4f}")
     m = result.metrics
     print(f"test_accuracy {m['test_accuracy']:.4f}, test_loss {m['test_loss']:.4f}, macro F1 {m['test_macro_f1']:.4f}")
 
 
 if __name__ == "__main__":
-    run_main(main)
+    run_main(main, tensorflow=True)

@@ -32,7 +32,9 @@ def main() -> None:
         tracking.log_figure(figures.class_counts(counts), "data/class_counts.png")
         tracking.log_figure(figures.training_samples(train.x, train.y), "data/samples.png")
         mlflow.set_tags({f"data.sha256.{k}": v for k, v in data.processed_checksums(args.out_dir).items()})
-        print(", ".join(f"{name}: {len(split)} images" for name, split in splits.items()))
+        line = ", ".join(f"{name}: {len(split)} images" for name, split in splits.items())
+        mlflow.set_tag(tracking.TAG_NOTE, f"preprocess: {line}")
+        print(line)
 
 
 if __name__ == "__main__":

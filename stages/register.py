@@ -2,7 +2,7 @@
 
 import mlflow
 
-from mnist_cnn import atomic, config, registry, tracking
+from mnist_cnn import atomic, config, presets, registry, tracking
 from mnist_cnn.entrypoint import run_main, stage_parser
 from mnist_cnn.schema import flatten
 
@@ -25,11 +25,12 @@ def main() -> None:
     with tracking.stage_run("register", experiment, root):
         tracking.log_params(flatten(params.register, "register."))
         tags = registry.version_tags(params, args.data_dir, root)
-        report = registry.register(info["model_uri"], info["run_id"], metrics, tags, params.register)
+        report = registry.register(info["model_uri"], info["run_id"], metrics, tags, params.register, presets.describe(params))
         mlflow.log_metrics({"registered_version": float(report["version"]), "promoted": float(report["promoted"])})
         mlflow.set_tags({"mnist_cnn.registered": f"{report['model_name']}/{report['version']}", "mnist_cnn.alias": report["alias"]})
         tracking.log_dict(report, "register/report.json")
         atomic.write_json(args.report, report)
+        mlflow.set_tag(tracking.TAG_NOTE, f"register: version {report['version']} -> @{report['alias']}")
     print(f"{report['model_name']} version {report['version']} -> @{report['alias']}: {report['reason']}")
 
 

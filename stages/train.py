@@ -4,9 +4,8 @@ import shutil
 
 import mlflow
 
-from mnist_cnn import atomic, config, data, figures, tracking, training
+from mnist_cnn import atomic, config, data, figures, presets, tracking
 from mnist_cnn.entrypoint import run_main, stage_parser
-from mnist_cnn.schema import flatten
 from mnist_cnn.serving import package
 
 PATHS = {
@@ -15,12 +14,15 @@ PATHS = {
     "--run-info": "MLflow run id and model URI (JSON)",
     "--metrics": "the run's summary metrics (JSON)",
     "--history": "per-epoch curves (CSV, a DVC plot)",
+    "--figures": "folder for the learning-curves PNG (a DVC plot)",
     "--work-dir": "resumable backups, kept only while a run is unfinished",
 }
 
 
 def main() -> None:
     args = stage_parser(__doc__, PATHS).parse_args()
+    from mnist_cnn import training  # TensorFlow, loaded quietly by run_main first
+
     params = config.load_params(args.params, args.overrides)
     train_split, val_split = data.load_split(args.data_dir, "train"), data.load_split(args.data_dir, "val")
     checksums = data.processed_checksums(args.data_dir)
@@ -28,31 +30,24 @@ def main() -> None:
 
     root = config.project_root()
     experiment = tracking.configure(params.tracking, root)
-    with tracking.stage_run("train", experiment, root) as run:
-        tracking.log_params({
-            **flatten(params.model, "model."), **flatten(params.train, "train."),
-            "data.val_fraction": params.data.val_fraction, "data.split_seed": params.data.split_seed,
-            "data.train_images": len(train_split), "data.val_images": len(val_split),
-        })  # fmt: skip
-        mlflow.set_tags({f"data.sha256.{k}": v for k, v in checksums.items()})
+    with tracking.stage_run("train", experiment, root, system_metrics=True) as run:
+        tracking.log_training_inputs(params, args.data_dir, {"train": train_split, "val": val_split}, checksums)
         result = training.train(params.model, params.train, train_split, val_split, work_dir, on_epoch=[tracking.epoch_logger()])
         summary = result.summary()
         mlflow.log_metrics({k: float(v) for k, v in summary.items()})
-        tracking.log_figure(figures.learning_curves(result.history, result.best_epoch), "training/learning_curves.png")
+        curves = figures.learning_curves(result.history, result.best_epoch)
+        tracking.log_figure(curves, "training/learning_curves.png", args.figures)
         tracking.log_table(result.history, "training/history.json")
         with atomic.atomic_path(args.model) as tmp:
             result.model.save(tmp)
             model_info = package.log_model(tmp, val_split.x[:2])
         atomic.write_rows(args.history, result.history)
         atomic.write_json(args.metrics, summary)
-        atomic.write_json(args.run_info, tracking.run_info(run, model_info.model_uri))
+        atomic.write_json(args.run_info, tracking.run_info(run, model_info))
+        mlflow.set_tag(tracking.TAG_NOTE, f"train: {presets.describe(params)}, best val_accuracy {result.best['val_accuracy']:.4f}")
     shutil.rmtree(work_dir, ignore_errors=True)
-    best = result.best
-    print(
-        f"best epoch {result.best_epoch}/{len(result.history)}: val_accuracy {best['val_accuracy']:.4f}, "
-        f"{result.seconds:.1f}s; MLflow run {run.info.run_id}"
-    )
-
+    print(f"best epoch {result.best_epoch}/{len(result.history)}: val_accuracy {result.best['val_accuracy']:.4f}, "
+          f"{result.seconds:.1f}s; MLflow run {run.info.run_id}")
 
 if __name__ == "__main__":
-    run_main(main)
+    run_main(main, tensorflow=True)

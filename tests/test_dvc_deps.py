@@ -4,6 +4,7 @@ command line."""
 
 from __future__ import annotations
 
+import ast
 import shlex
 import subprocess
 import sys
@@ -17,17 +18,36 @@ ROOT = Path(__file__).resolve().parents[1]
 STAGES = read_yaml(ROOT / "dvc.yaml")["stages"]
 
 IMPORTED = """
-import runpy, sys
+import importlib, sys
 from pathlib import Path
-runpy.run_path(sys.argv[1], run_name="imported")  # the script's imports, not its main()
+for name in sys.argv[1:]:
+    importlib.import_module(name)
 for name, module in sorted(sys.modules.items()):
     if name.split(".")[0] == "mnist_cnn" and getattr(module, "__file__", None):
         print(Path(module.__file__).resolve())
 """
 
 
+def named_imports(script: Path) -> list[str]:
+    """The project modules a script imports anywhere (top level or inside main)."""
+    names = []
+    for node in ast.walk(ast.parse(script.read_text())):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names += [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
+    return sorted({n for n in names if n.split(".")[0] == "mnist_cnn" and is_module(n)})
+
+
+def is_module(name: str) -> bool:
+    path = ROOT / "src" / Path(*name.split("."))
+    return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
+
+
 def imported_modules(script: Path) -> list[Path]:
-    proc = subprocess.run([sys.executable, "-c", IMPORTED, str(script)], capture_output=True, text=True, cwd=ROOT, check=True)
+    """Every project module loaded by importing what the script imports (and what those import)."""
+    cmd = [sys.executable, "-c", IMPORTED, *named_imports(script)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, check=True)
     return [Path(line) for line in proc.stdout.splitlines()]
 
 
@@ -51,6 +71,11 @@ def test_the_train_stage_depends_on_the_whole_package_the_model_ships():
 
     assert package.PACKAGE == (ROOT / "src" / "mnist_cnn").resolve()
     assert "src/mnist_cnn" in STAGES["train"]["deps"]
+
+
+def test_imports_inside_main_are_seen():
+    names = named_imports(ROOT / "stages" / "evaluate.py")
+    assert "mnist_cnn.evaluation" in names and "mnist_cnn.entrypoint" in names
 
 
 def test_covered_sees_a_missing_module():

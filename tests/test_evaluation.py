@@ -82,7 +82,7 @@ def test_no_mistakes_gives_empty_worst_and_perfect_scores():
 
 
 def test_per_class_metrics(ev):
-    m = ev.metrics
+    m = ev.per_digit
     assert m["test_recall_digit_1"] == 0.0  # the only 1 was called a 2
     assert m["test_precision_digit_2"] == pytest.approx(0.5)  # two 2-predictions, one right
     assert m["test_recall_digit_2"] == 1.0
@@ -96,7 +96,8 @@ def test_metric_names_all_start_with_test(ev):
     assert all(name.startswith("test_") for name in ev.metrics), [n for n in ev.metrics if not n.startswith("test_")]
     assert all(isinstance(v, float) for v in ev.metrics.values())
     assert {"test_accuracy", "test_loss", "test_macro_precision", "test_macro_recall", "test_macro_f1"} <= set(ev.metrics)
-    assert len([n for n in ev.metrics if "_digit_" in n]) == 30
+    assert not [n for n in ev.metrics if "_digit_" in n], "per-digit figures stay out of the headline metrics"
+    assert len(ev.per_digit) == 30 and all(n.startswith("test_") and "_digit_" in n for n in ev.per_digit)
 
 
 def test_report_has_a_row_per_class_and_two_averages(ev):

@@ -41,7 +41,8 @@ def project(tmp_path_factory):
     params["register"]["min_test_accuracy"] = 0.5
     (dest / "params.yaml").write_text(dump_yaml(params))
     run(["git", "-c", "user.name=t", "-c", "user.email=t@l", "commit", "-qam", "test params"], dest)
-    first = run(["dvc", "repro"], dest)
+    # system metrics every second, so the short training on the subset gets some
+    first = run(["dvc", "repro"], dest, env=clean_env(MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL="1"))
     yield dest, first, server
     server.close()
 
@@ -76,9 +77,11 @@ def test_runs_of_one_repro_share_a_pipeline_id_and_evaluate_joins_the_train_run(
     dest, _, _ = project
     runs = stage_runs(dest)
     by_stage = {r.data.tags["mnist_cnn.stage"]: r for r in runs}
-    assert set(by_stage) == {"download", "preprocess", "train", "register"}
+    assert set(by_stage) == {"pipeline", "download", "preprocess", "train", "register"}
     assert len({r.data.tags["mnist_cnn.pipeline_id"] for r in runs}) == 1
     assert all(r.info.status == "FINISHED" for r in runs)
+    parent = by_stage.pop("pipeline").info.run_id
+    assert all(r.data.tags["mlflow.parentRunId"] == parent for r in by_stage.values()), "one repro, one unit in the UI"
     train = by_stage["train"]
     # evaluate logged into the train run: model, curves and test metrics together
     assert "test_accuracy" in train.data.metrics and "val_accuracy" in train.data.metrics
@@ -95,7 +98,47 @@ def test_dvc_metrics_and_plots_work(project):
     dest, _, _ = project
     shown = run(["dvc", "metrics", "show", "--json"], dest).stdout
     assert "test_accuracy" in shown and "best_val_accuracy" in shown
-    run(["dvc", "plots", "show", "--json"], dest)
+    plots = run(["dvc", "plots", "show", "--json"], dest).stdout
+    for name in ("learning_curves", "confusion_matrix", "sample_predictions", "worst_predictions"):
+        png = dest / "reports" / "figures" / f"{name}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+        assert f"reports/figures/{name}.png" in plots, f"{name}.png is not a DVC plot"
+
+
+def test_repro_prints_no_native_tensorflow_lines_or_library_warnings(project):
+    _, first, _ = project
+    lines = (first.stdout + first.stderr).splitlines()
+    noise = [line for line in lines if line[:5] in ("E0000", "W0000", "I0000") or "absl::InitializeLog" in line
+             or "ExperimentalWarning" in line or "Add type hints" in line or "NodeDef mentions" in line]
+    assert not noise, noise[:5]
+    assert any("best epoch" in line for line in lines) and any("test_accuracy" in line for line in lines)
+
+
+def test_mlflow_shows_datasets_system_metrics_descriptions_and_the_model_training_view(project):
+    dest, _, _ = project
+    client = client_for(dest)
+    experiment = client.get_experiment_by_name("mnist-cnn")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    by_stage = {r.data.tags["mnist_cnn.stage"]: r for r in stage_runs(dest)}
+    train = client.get_run(by_stage["train"].info.run_id)
+    sums = {line.split()[1]: line.split()[0] for line in (dest / "data" / "processed" / "SHA256SUMS").read_text().splitlines()}
+    inputs = {d.dataset.name: d for d in train.inputs.dataset_inputs}
+    assert set(inputs) == {"train", "val", "test"}
+    for name, item in inputs.items():
+        assert item.dataset.digest == sums[f"{name}.npz"][:36], "the digest is the file's content SHA-256"
+    contexts = {name: {t.value for t in item.tags if t.key == "mlflow.data.context"} for name, item in inputs.items()}
+    assert contexts == {"train": {"training"}, "val": {"validation"}, "test": {"testing"}}
+    assert any(k.startswith("system/cpu_utilization") for k in train.data.metrics), sorted(train.data.metrics)
+    assert not [k for k in train.data.metrics if "_digit_" in k], "per-digit figures live in the report table"
+    info = json.loads((dest / "models" / "run.json").read_text())
+    linked = client.get_logged_model(info["model_id"]).metrics
+    assert any(m.key == "test_accuracy" and m.dataset_name == "test" for m in linked), "test metrics link model and dataset"
+    note = train.data.tags["mlflow.note.content"]
+    assert note.startswith("train + evaluate: preset fast") or note.startswith("train + evaluate: custom"), note
+    assert "test_accuracy 0." in note
+    champion = client.get_model_version_by_alias("mnist-cnn", "champion")
+    assert champion.description.startswith("test_accuracy 0.") and "@champion" in champion.description
+    assert all(r.data.tags.get("mlflow.note.content") for r in by_stage.values())
 
 
 def test_second_repro_with_nothing_changed_runs_nothing(project):

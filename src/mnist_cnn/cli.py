@@ -10,6 +10,7 @@ import json
 import os
 import shlex
 import sys
+from importlib.metadata import version
 from pathlib import Path
 from typing import Sequence
 
@@ -22,6 +23,7 @@ from mnist_cnn.schema import dump_yaml, read_yaml, to_dict
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mnist-cnn", description="MNIST CNN pipeline tools")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version('mnist-cnn')}")
     sub = parser.add_subparsers(dest="command", required=True)
     show = sub.add_parser("params", help="validate params.yaml and print the resolved settings")
     add_params_args(show)
@@ -214,4 +216,5 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     commands = {"params": _show_params, "preset": _apply_preset, "serve": _serve, "predict": _predict, "export": _export, "tune": _tune,
                 "stage": _stage}
-    run_main(lambda: commands[args.command](args))
+    trains_or_predicts = args.command in ("predict", "export") or (args.command == "tune" and not args.apply)
+    run_main(lambda: commands[args.command](args), tensorflow=trains_or_predicts)

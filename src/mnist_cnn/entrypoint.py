@@ -1,23 +1,84 @@
-"""What every entry point (the stage scripts and the `mnist-cnn` command) shares: logging set
-up in `run_main`, a MnistCnnError turned into one clean error line and exit 1, and the
-`--params`/`--set` options."""
+"""What every entry point (the stage scripts, `mnist-cnn` and tuning workers) shares: logging
+set up in `run_main`, the libraries' noise kept off the terminal, a MnistCnnError turned into one
+clean error line and exit 1, and the `--params`/`--set` options.
+
+Quiet by default: TensorFlow's native log lines (`I0000 ...`, `E0000 ... cuInit`, the per-epoch
+`NodeDef mentions attribute ...`), Optuna's experimental-feature notices and MLflow's INFO
+chatter are hidden, so a user sees the project's own lines and Keras progress.
+`MNIST_CNN_VERBOSE=1` brings them all back."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
 import sys
+import tempfile
+import warnings
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from mnist_cnn.errors import MnistCnnError
 
+VERBOSE_ENV = "MNIST_CNN_VERBOSE"
 
-def run_main(main: Callable[[], int | None]) -> None:
-    """Run an entry point: configure logging, turn a MnistCnnError into one clear line and exit 1."""
+
+def verbose() -> bool:
+    return os.environ.get(VERBOSE_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def quiet_libraries() -> None:
+    """Hide the libraries' noise (see the module docstring) unless MNIST_CNN_VERBOSE is set.
+    Environment variables set here reach child processes too (tuning workers)."""
+    if verbose():
+        return
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"  # read by TensorFlow's native logging once loaded
+    warnings.filterwarnings("ignore", message=r".* is experimental \(supported from v")  # optuna.exceptions.ExperimentalWarning
+    for name in ("mlflow", "alembic", "urllib3"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+@contextlib.contextmanager
+def _native_stderr_held() -> Iterator[None]:
+    """Hold what native code writes to file descriptor 2 (Python's sys.stderr is untouched);
+    written out after all if the block fails."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            os.dup2(saved, 2)
+            held.seek(0)
+            sys.stderr.write(held.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def load_tensorflow() -> None:
+    """Import TensorFlow now, quietly: while loading, its libraries log before they read
+    TF_CPP_MIN_LOG_LEVEL (`WARNING: All log messages before absl::InitializeLog()`,
+    `I0000 ... cudart_stub`), so those lines are held back unless MNIST_CNN_VERBOSE is set."""
+    if verbose() or "tensorflow" in sys.modules:
+        import tensorflow  # noqa: F401
+        return
+    with _native_stderr_held():
+        import tensorflow  # noqa: F401
+
+
+def run_main(main: Callable[[], int | None], tensorflow: bool = False) -> None:
+    """Run an entry point: configure logging, quiet the libraries (and load TensorFlow quietly
+    first when the entry point trains or predicts), turn a MnistCnnError into one clear line
+    and exit 1."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    for noisy in ("alembic", "mlflow.store.db.utils", "urllib3"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
+    quiet_libraries()
+    if tensorflow:
+        load_tensorflow()
     try:
         code = main()
     except MnistCnnError as exc:

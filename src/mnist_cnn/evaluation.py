@@ -14,7 +14,8 @@ from mnist_cnn.data import NUM_CLASSES
 
 @dataclasses.dataclass(frozen=True)
 class Evaluation:
-    metrics: dict[str, float]  # flat, named `test_*`: the project's one naming scheme
+    metrics: dict[str, float]  # the headline figures, named `test_*`: the project's one naming scheme
+    per_digit: dict[str, float]  # `test_{precision,recall,f1}_digit_N`: in reports and tables, not MLflow charts
     report: list[dict[str, object]]  # one row per class plus macro and weighted averages
     confusion: np.ndarray  # (10, 10) counts, rows = true digit, columns = predicted
     predicted: np.ndarray  # (N,) predicted digit
@@ -48,10 +49,11 @@ def evaluate_probabilities(y_true: np.ndarray, proba: np.ndarray, worst: int = 2
         "test_errors": float(np.sum(predicted != y_true)),
     }
     rows: list[dict[str, object]] = []
+    per_digit: dict[str, float] = {}
     for digit in labels:
         r = rep[str(digit)]
         for stat, key in (("precision", "precision"), ("recall", "recall"), ("f1", "f1-score")):
-            metrics[f"test_{stat}_digit_{digit}"] = float(r[key])
+            per_digit[f"test_{stat}_digit_{digit}"] = float(r[key])
         rows.append({"class": str(digit), "precision": r["precision"], "recall": r["recall"], "f1": r["f1-score"], "support": int(r["support"])})
     for avg in ("macro avg", "weighted avg"):
         r = rep[avg]
@@ -60,6 +62,7 @@ def evaluate_probabilities(y_true: np.ndarray, proba: np.ndarray, worst: int = 2
     worst_idx = wrong[np.argsort(-confidence[wrong], kind="stable")][:worst]
     return Evaluation(
         metrics=metrics,
+        per_digit=per_digit,
         report=rows,
         confusion=confusion_matrix(y_true, predicted, labels=labels),
         predicted=predicted,

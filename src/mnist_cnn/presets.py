@@ -14,7 +14,7 @@ import copy
 from pathlib import Path
 from typing import Any
 
-from mnist_cnn.config import ModelParams, TrainParams, apply_overrides, edit_params_file, project_root
+from mnist_cnn.config import ModelParams, Params, TrainParams, apply_overrides, edit_params_file, project_root
 from mnist_cnn.errors import ConfigError
 from mnist_cnn.schema import from_mapping, read_yaml
 
@@ -69,6 +69,17 @@ def load(name: str, overrides: list[str] | None = None, directory: Path | None =
         return from_mapping(ModelParams, raw.get("model", {}), "model"), from_mapping(TrainParams, raw.get("train", {}), "train")
     except ConfigError as exc:
         raise ConfigError(f"preset {name}: {exc}") from None
+
+
+def describe(params: Params, directory: Path | None = None) -> str:
+    """`preset accurate` when params' model and train sections equal a preset, else `custom settings`."""
+    try:
+        for name in available(directory):
+            if load(name, directory=directory) == (params.model, params.train):
+                return f"preset {name}"
+    except ConfigError:  # a broken preset file is not this run's problem
+        pass
+    return "custom settings"
 
 
 def apply(name: str, params_path: Path, directory: Path | None = None) -> list[str]:

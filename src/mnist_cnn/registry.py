@@ -79,8 +79,10 @@ def register(
     metrics: Mapping[str, float],
     tags: Mapping[str, str],
     params: RegisterParams,
+    summary: str = "",
 ) -> dict[str, Any]:
-    """Register (or find, if this run was registered before) and apply the gate.
+    """Register (or find, if this run was registered before) and apply the gate. The version's
+    description (the registry's one line) gives its test accuracy, `summary` and the gate's verdict.
 
     Returns a report of what was done. A version created here is deleted again if anything
     after its creation fails, so the registry is never left half-updated.
@@ -125,6 +127,8 @@ def register(
             challenger = alias_version(name, params.challenger_alias)
             if challenger is not None and challenger.version == version.version:
                 client.delete_registered_model_alias(name, params.challenger_alias)
+        line = ", ".join(p for p in (f"test_accuracy {accuracy:.4f}", summary, f"@{alias}: {reason}") if p)
+        client.update_model_version(name, version.version, description=line)
     except BaseException:
         if created is not None:
             try:

@@ -16,20 +16,26 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 import mlflow
+import mlflow.data
 import pandas as pd
 import psutil
 
 from mnist_cnn import liveness
-from mnist_cnn.atomic import file_lock
-from mnist_cnn.config import TrackingParams, project_root
+from mnist_cnn.atomic import atomic_path, file_lock
+from mnist_cnn.config import Params, TrackingParams, project_root
+from mnist_cnn.data import Split
 from mnist_cnn.errors import TrackingError
 from mnist_cnn.liveness import TAG_OWNER
+from mnist_cnn.schema import flatten
 
 PIPELINE_ID_ENV = "MNIST_CNN_PIPELINE_ID"
 TAG_STAGE = "mnist_cnn.stage"
 TAG_PIPELINE = "mnist_cnn.pipeline_id"
 TAG_COMMIT = "mnist_cnn.git_commit"
 TAG_DIRTY = "mnist_cnn.git_dirty"
+TAG_NOTE = "mlflow.note.content"  # the run's description in the MLflow UI
+# Opens the experiment on MLflow's model-training view (the UI's default is the GenAI view).
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 
 
 def tracking_uri(root: Path | None = None) -> str:
@@ -84,13 +90,15 @@ def _ensure_experiment(params: TrackingParams, root: Path, uri: str) -> str:
     try:
         experiment = mlflow.get_experiment_by_name(params.experiment)
         if experiment is not None:
+            if EXPERIMENT_KIND[0] not in experiment.tags:  # a kind the user chose stays
+                mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, *EXPERIMENT_KIND)
             return experiment.experiment_id
         location = None
         if uri.startswith("sqlite:///"):
             # Artifacts next to the store, not in ./mlruns of whatever directory created it.
             location = (Path(uri[len("sqlite:///") :]).parent / "mlartifacts").as_uri()
         try:
-            return mlflow.create_experiment(params.experiment, artifact_location=location)
+            return mlflow.create_experiment(params.experiment, artifact_location=location, tags=dict([EXPERIMENT_KIND]))
         except mlflow.exceptions.MlflowException:
             experiment = mlflow.get_experiment_by_name(params.experiment)  # created concurrently
             if experiment is None:
@@ -114,16 +122,35 @@ def _dvc_ancestor() -> tuple[int, float] | None:
     return None
 
 
-def pipeline_id() -> str:
-    """Same for every stage of one `dvc repro` / `dvc exp run` (keyed on that DVC process),
-    or $MNIST_CNN_PIPELINE_ID when set; a fresh id for a stage run on its own."""
+def _shared_pipeline_id() -> str | None:
     env = os.environ.get(PIPELINE_ID_ENV, "").strip()
     if env:
         return env
     ancestor = _dvc_ancestor()
     if ancestor is None:
-        return uuid.uuid4().hex[:12]
+        return None
     return hashlib.sha1(f"{ancestor[0]}:{ancestor[1]:.3f}".encode()).hexdigest()[:12]
+
+
+def pipeline_id() -> str:
+    """Same for every stage of one `dvc repro` / `dvc exp run` (keyed on that DVC process),
+    or $MNIST_CNN_PIPELINE_ID when set; a fresh id for a stage run on its own."""
+    return _shared_pipeline_id() or uuid.uuid4().hex[:12]
+
+
+def pipeline_run(experiment_id: str, pipeline: str, root: Path) -> str:
+    """The parent run `pipeline-<id>` that the stage runs of one `dvc repro` nest under, so the
+    UI shows them as a unit: found by its tags, or made (and marked FINISHED: it only groups)."""
+    client = mlflow.MlflowClient()
+    query = f"tags.`{TAG_STAGE}` = 'pipeline' and tags.`{TAG_PIPELINE}` = '{pipeline}'"
+    with _store_setup_lock(mlflow.get_tracking_uri()):
+        found = client.search_runs([experiment_id], filter_string=query, max_results=1)
+        if found:
+            return found[0].info.run_id
+        tags = {TAG_STAGE: "pipeline", TAG_PIPELINE: pipeline, **git_state(root), TAG_NOTE: "dvc repro: the stages nest here"}
+        run = client.create_run(experiment_id, run_name=f"pipeline-{pipeline}", tags=tags)
+        client.set_terminated(run.info.run_id, "FINISHED")
+        return run.info.run_id
 
 
 def git_state(root: Path) -> dict[str, str]:
@@ -139,28 +166,41 @@ def git_state(root: Path) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def stage_run(stage: str, experiment_id: str, root: Path, run_id: str | None = None) -> Iterator[Any]:
-    """An MLflow run for one stage (or, with `run_id`, the reopened run of an earlier stage).
-    It ends FINISHED on success and FAILED (KILLED on Ctrl-C) on any error."""
-    tags = {TAG_STAGE: stage, TAG_PIPELINE: pipeline_id(), **git_state(root), TAG_OWNER: liveness.owner_token()}
+def stage_run(
+    stage: str, experiment_id: str, root: Path, run_id: str | None = None, system_metrics: bool = False
+) -> Iterator[Any]:
+    """An MLflow run for one stage (or, with `run_id`, the reopened run of an earlier stage),
+    with MLflow's system metrics (CPU, memory, disk, GPU) when asked. It ends FINISHED on
+    success and FAILED (KILLED on Ctrl-C) on any error."""
+    shared = _shared_pipeline_id()
+    tags = {TAG_STAGE: stage, TAG_PIPELINE: shared or uuid.uuid4().hex[:12], **git_state(root), TAG_OWNER: liveness.owner_token()}
     liveness.reap_stale_runs(experiment_id)
+    parent = None
     if run_id:
         run = mlflow.start_run(run_id=run_id)
         mlflow.set_tags({f"{TAG_STAGE}.{stage}": "done", f"{TAG_PIPELINE}.{stage}": tags[TAG_PIPELINE], TAG_OWNER: tags[TAG_OWNER]})
     elif os.environ.get("MLFLOW_RUN_ID"):  # launched by `mlflow run`: log into its run
-        run = mlflow.start_run()
+        run = mlflow.start_run(log_system_metrics=system_metrics or None)
         mlflow.set_tags(tags)
     else:
-        run = mlflow.start_run(experiment_id=experiment_id, run_name=f"{stage}-{tags[TAG_PIPELINE]}", tags=tags)
+        parent = pipeline_run(experiment_id, shared, root) if shared else None
+        run = mlflow.start_run(
+            experiment_id=experiment_id, run_name=f"{stage}-{tags[TAG_PIPELINE]}", tags=tags, parent_run_id=parent,
+            log_system_metrics=system_metrics or None,  # None: MLflow's own setting (MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING)
+        )
+    status = "FINISHED"
     try:
         yield run
     except KeyboardInterrupt:
-        mlflow.end_run("KILLED")
+        status = "KILLED"
         raise
     except BaseException:
-        mlflow.end_run("FAILED")
+        status = "FAILED"
         raise
-    mlflow.end_run("FINISHED")
+    finally:
+        mlflow.end_run(status)
+        if parent:  # the pipeline run spans its stages and shows the last one's outcome
+            mlflow.MlflowClient().set_terminated(parent, status)
 
 
 def log_params(flat: Mapping[str, Any]) -> None:
@@ -169,8 +209,12 @@ def log_params(flat: Mapping[str, Any]) -> None:
         mlflow.log_params(dict(items[i : i + 100]))
 
 
-def log_figure(fig, artifact_file: str) -> None:
+def log_figure(fig, artifact_file: str, copy_dir: Path | None = None) -> None:
+    """Log a figure to MLflow; with `copy_dir`, also write it there as `<name>.png` (a DVC plot)."""
     mlflow.log_figure(fig, artifact_file)
+    if copy_dir is not None:
+        with atomic_path(Path(copy_dir) / Path(artifact_file).name) as tmp:
+            fig.savefig(tmp, format="png")
 
 
 def log_dict(obj: Any, artifact_file: str) -> None:
@@ -196,14 +240,35 @@ def epoch_logger():
     return hook
 
 
-def run_info(run: Any, model_uri: str) -> dict[str, str]:
+def run_info(run: Any, model_info: Any) -> dict[str, str]:
     """What the train stage hands to evaluate and register (models/run.json)."""
     return {
         "run_id": run.info.run_id,
         "experiment_id": run.info.experiment_id,
-        "model_uri": model_uri,
+        "model_uri": model_info.model_uri,
+        "model_id": model_info.model_id,
         "tracking_uri": mlflow.get_tracking_uri(),
     }
+
+
+def log_dataset(split: Split, name: str, source: Path, sha256: str, context: str) -> Any:
+    """Log a data split as an input of the active run (the UI's Dataset column); its digest is
+    the file's content SHA-256, cut to the 36 characters MLflow stores."""
+    dataset = mlflow.data.from_numpy(split.x, targets=split.y, source=str(source), name=name, digest=sha256[:36])
+    mlflow.log_input(dataset, context=context)
+    return dataset
+
+
+def log_training_inputs(params: Params, data_dir: Path, splits: dict[str, Split], checksums: dict[str, str]) -> None:
+    """The train run's params, data checksums and its train and validation datasets."""
+    log_params({
+        **flatten(params.model, "model."), **flatten(params.train, "train."),
+        "data.val_fraction": params.data.val_fraction, "data.split_seed": params.data.split_seed,
+        **{f"data.{name}_images": len(split) for name, split in splits.items()},
+    })  # fmt: skip
+    mlflow.set_tags({f"data.sha256.{k}": v for k, v in checksums.items()})
+    for name, split in splits.items():
+        log_dataset(split, name, Path(data_dir) / f"{name}.npz", checksums[name], "training" if name == "train" else "validation")
 
 
 def read_run_info(path: str | Path) -> dict[str, str]:

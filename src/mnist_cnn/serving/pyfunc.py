@@ -4,6 +4,8 @@ INVALID_PARAMETER_VALUE, which the scoring server answers with HTTP 400."""
 
 from __future__ import annotations
 
+import warnings
+
 import mlflow.pyfunc
 import numpy as np
 import pandas as pd
@@ -28,17 +30,21 @@ def format_predictions(proba: np.ndarray) -> pd.DataFrame:
     )
 
 
-class MnistCnnModel(mlflow.pyfunc.PythonModel):
-    """Pyfunc around the `.keras` network (artifact `keras_model`, loaded in safe mode)."""
+# MLflow warns, as the class is defined, that `predict` has no type hints; it takes several
+# request forms on purpose (see the package docstring) and validates them itself.
+with warnings.catch_warnings(record=True):
 
-    def load_context(self, context):
-        self.classifier = Classifier.load(context.artifacts["keras_model"])
-        self.model = self.classifier.keras_model
-        guard.install()
+    class MnistCnnModel(mlflow.pyfunc.PythonModel):
+        """Pyfunc around the `.keras` network (artifact `keras_model`, loaded in safe mode)."""
 
-    def predict(self, context, model_input, params=None):
-        try:
-            pixels = to_model_input(model_input)
-        except RequestError as exc:
-            raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from None
-        return format_predictions(self.classifier(pixels))
+        def load_context(self, context):
+            self.classifier = Classifier.load(context.artifacts["keras_model"])
+            self.model = self.classifier.keras_model
+            guard.install()
+
+        def predict(self, context, model_input, params=None):
+            try:
+                pixels = to_model_input(model_input)
+            except RequestError as exc:
+                raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from None
+            return format_predictions(self.classifier(pixels))

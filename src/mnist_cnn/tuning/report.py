@@ -204,6 +204,10 @@ def log_study(study: optuna.Study, result: StudyResult) -> None:
         metrics["best_trial"] = result.best_number
         tracking.log_params({f"best.{k}": v for k, v in result.best_params.items()})
     mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
+    best = f"best {OBJECTIVE} {result.best_value:.4f} (trial {result.best_number})" if result.best_value is not None else "no trial complete"
+    counts = result.counts
+    mlflow.set_tag(tracking.TAG_NOTE, f"tune: study {result.study_name}, {counts['COMPLETE']} complete, "
+                   f"{counts['PRUNED']} pruned, {counts['FAIL']} failed; {best}")
     frame = trials_frame(study)
     if not frame.empty:
         tracking.log_table(frame.to_dict("records"), "tuning/trials.json")

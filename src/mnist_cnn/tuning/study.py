@@ -21,7 +21,7 @@ from pathlib import Path
 import mlflow
 import optuna
 
-from mnist_cnn import config, data, tracking
+from mnist_cnn import config, data, entrypoint, tracking
 from mnist_cnn.config import Params
 from mnist_cnn.errors import TuneError
 from mnist_cnn.schema import flatten
@@ -95,7 +95,6 @@ def _set_threads(threads: int) -> None:
 
 def worker(spec: WorkerSpec) -> None:
     """Claim and run trials until the study holds `n_trials` of them or the deadline passes."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     _set_threads(spec.threads)
     params = config.load_params(spec.params_path, list(spec.overrides))
@@ -116,6 +115,8 @@ def worker(spec: WorkerSpec) -> None:
 
 def _worker_process(spec: WorkerSpec) -> None:
     logging.basicConfig(level=logging.WARNING, format=f"worker {os.getpid()} %(levelname)s: %(message)s")
+    entrypoint.quiet_libraries()
+    entrypoint.load_tensorflow()
     try:
         worker(spec)
     except KeyboardInterrupt:

@@ -51,6 +51,7 @@ def run_trial(
         run_name=f"trial-{trial.number}",
         parent_run_id=parent_run_id,
         nested=True,
+        log_system_metrics=True,
         tags={
             TAG_TRIAL: str(trial.number),
             "optuna.study_name": study.study_name,

@@ -1,0 +1,88 @@
+"""Take the README's screenshots of the MLflow UI with headless Chromium.
+
+Starts `mlflow ui` on 127.0.0.1 over a project's tracking store (after a `dvc repro`), opens
+the train run, its confusion matrix and the registered model in Debian's `chromium` driven by
+Playwright, and writes PNGs into docs/img/.
+
+    pip install playwright && apt-get install chromium
+    python docs/screenshots.py [--project .] [--out docs/img] [--chromium /usr/bin/chromium]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until_up(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            sys.exit(f"mlflow ui exited {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            time.sleep(0.5)
+    sys.exit(f"{url} did not answer within {timeout:.0f}s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--project", type=Path, default=ROOT, help="project whose mlflow.db is shown")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "img")
+    parser.add_argument("--chromium", default="/usr/bin/chromium")
+    args = parser.parse_args()
+
+    from mlflow import MlflowClient
+    from playwright.sync_api import sync_playwright
+
+    store = f"sqlite:///{(args.project / 'mlflow.db').resolve()}"
+    client = MlflowClient(tracking_uri=store)
+    experiment = client.get_experiment_by_name("mnist-cnn")
+    champion = client.get_model_version_by_alias("mnist-cnn", "champion")
+    run_id = champion.run_id
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    ui = subprocess.Popen(["mlflow", "ui", "--backend-store-uri", store, "-h", "127.0.0.1", "-p", str(port)],
+                          cwd=args.project, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    pages = {
+        "mlflow_run.png": f"{url}/#/experiments/{experiment.experiment_id}/runs/{run_id}",
+        "mlflow_confusion_matrix.png": f"{url}/#/experiments/{experiment.experiment_id}/runs/{run_id}/artifacts/evaluation/confusion_matrix.png",
+        "mlflow_registry.png": f"{url}/#/models/mnist-cnn",
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    try:
+        wait_until_up(f"{url}/health", ui)
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=args.chromium, args=["--no-sandbox"])
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            for name, address in pages.items():
+                page.goto(address)
+                page.wait_for_load_state("networkidle")
+                page.wait_for_timeout(2500)  # charts and images render after the data arrives
+                page.screenshot(path=str(args.out / name))
+                print(args.out / name)
+            browser.close()
+    finally:
+        ui.terminate()
+        ui.wait(30)
+
+
+if __name__ == "__main__":
+    main()
