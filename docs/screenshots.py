@@ -1,7 +1,7 @@
 """Take the README's screenshots of the MLflow UI with headless Chromium.
 
 Starts `mlflow ui` on 127.0.0.1 over a project's tracking store (after a `dvc repro`), opens
-the train run, its confusion matrix and the registered model in Debian's `chromium` driven by
+the runs table, the champion's train run and the registered model in Debian's `chromium` driven by
 Playwright, and writes PNGs into docs/img/.
 
     pip install playwright && apt-get install chromium
@@ -61,10 +61,12 @@ def main() -> None:
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     ui = subprocess.Popen(["mlflow", "ui", "--backend-store-uri", store, "-h", "127.0.0.1", "-p", str(port)],
                           cwd=args.project, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    view = "?workflowType=machine_learning"  # MLflow 3.17's UI otherwise opens on its GenAI view
+    runs = f"{url}/#/experiments/{experiment.experiment_id}"
     pages = {
-        "mlflow_run.png": f"{url}/#/experiments/{experiment.experiment_id}/runs/{run_id}",
-        "mlflow_confusion_matrix.png": f"{url}/#/experiments/{experiment.experiment_id}/runs/{run_id}/artifacts/evaluation/confusion_matrix.png",
-        "mlflow_registry.png": f"{url}/#/models/mnist-cnn",
+        "mlflow_runs.png": f"{runs}/runs{view}",
+        "mlflow_run.png": f"{runs}/runs/{run_id}{view}",
+        "mlflow_registry.png": f"{url}/#/models/mnist-cnn{view}",
     }
     args.out.mkdir(parents=True, exist_ok=True)
     try:
@@ -74,8 +76,12 @@ def main() -> None:
             page = browser.new_page(viewport={"width": 1400, "height": 900})
             for name, address in pages.items():
                 page.goto(address)
-                page.wait_for_load_state("networkidle")
-                page.wait_for_timeout(2500)  # charts and images render after the data arrives
+                page.wait_for_load_state("load")
+                page.wait_for_timeout(5000)  # the UI keeps polling (never network-idle); charts render after the data
+                close = page.get_by_role("button", name="Close")
+                if close.count():  # the assistant side panel hides half the page
+                    close.first.click()
+                    page.wait_for_timeout(500)
                 page.screenshot(path=str(args.out / name))
                 print(args.out / name)
             browser.close()

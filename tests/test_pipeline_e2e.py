@@ -109,7 +109,7 @@ def test_repro_prints_no_native_tensorflow_lines_or_library_warnings(project):
     _, first, _ = project
     lines = (first.stdout + first.stderr).splitlines()
     noise = [line for line in lines if line[:5] in ("E0000", "W0000", "I0000") or "absl::InitializeLog" in line
-             or "ExperimentalWarning" in line or "Add type hints" in line or "NodeDef mentions" in line]
+             or "Warning:" in line or "Add type hints" in line or "NodeDef mentions" in line or "Downloading artifacts" in line]
     assert not noise, noise[:5]
     assert any("best epoch" in line for line in lines) and any("test_accuracy" in line for line in lines)
 

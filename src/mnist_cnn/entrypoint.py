@@ -34,6 +34,7 @@ def quiet_libraries() -> None:
     if verbose():
         return
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"  # read by TensorFlow's native logging once loaded
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # bars for small local copies
     warnings.filterwarnings("ignore", message=r".* is experimental \(supported from v")  # optuna.exceptions.ExperimentalWarning
     for name in ("mlflow", "alembic", "urllib3"):
         logging.getLogger(name).setLevel(logging.WARNING)

@@ -12,6 +12,7 @@ import tempfile
 import urllib.error
 import urllib.request
 import uuid
+import warnings
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
@@ -19,6 +20,7 @@ import mlflow
 import mlflow.data
 import pandas as pd
 import psutil
+from mlflow.data.dataset_source_registry import resolve_dataset_source
 
 from mnist_cnn import liveness
 from mnist_cnn.atomic import atomic_path, file_lock
@@ -254,7 +256,10 @@ def run_info(run: Any, model_info: Any) -> dict[str, str]:
 def log_dataset(split: Split, name: str, source: Path, sha256: str, context: str) -> Any:
     """Log a data split as an input of the active run (the UI's Dataset column); its digest is
     the file's content SHA-256, cut to the 36 characters MLflow stores."""
-    dataset = mlflow.data.from_numpy(split.x, targets=split.y, source=str(source), name=name, digest=sha256[:36])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # MLflow registers its local-file source twice, then warns of the tie
+        origin = resolve_dataset_source(str(source))
+    dataset = mlflow.data.from_numpy(split.x, targets=split.y, source=origin, name=name, digest=sha256[:36])
     mlflow.log_input(dataset, context=context)
     return dataset
 

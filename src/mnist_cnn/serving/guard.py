@@ -104,5 +104,5 @@ def install() -> bool:
     invocations._mnist_cnn_guard = True
     invocations.__wrapped__ = original
     server.invocations = invocations
-    _logger.info("mnist_cnn: scoring server guarded (body limit %d bytes)", MAX_BODY_BYTES)
+    _logger.debug("mnist_cnn: scoring server guarded (body limit %d bytes)", MAX_BODY_BYTES)
     return True
