@@ -212,11 +212,15 @@ def log_params(flat: Mapping[str, Any]) -> None:
 
 
 def log_figure(fig, artifact_file: str, copy_dir: Path | None = None) -> None:
-    """Log a figure to MLflow; with `copy_dir`, also write it there as `<name>.png` (a DVC plot)."""
-    mlflow.log_figure(fig, artifact_file)
-    if copy_dir is not None:
-        with atomic_path(Path(copy_dir) / Path(artifact_file).name) as tmp:
-            fig.savefig(tmp, format="png")
+    """Log a figure to MLflow; with `copy_dir`, write it there as `<name>.png` (a DVC plot) and
+    log that file, so the figure is rendered once."""
+    if copy_dir is None:
+        mlflow.log_figure(fig, artifact_file)
+        return
+    path = Path(copy_dir) / Path(artifact_file).name
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    mlflow.log_artifact(str(path), str(Path(artifact_file).parent))
 
 
 def log_dict(obj: Any, artifact_file: str) -> None:

@@ -22,6 +22,13 @@ def _is_keras_file(model: str) -> bool:
     return Path(model).suffix == ".keras" and "://" not in model
 
 
+def _load_pyfunc(model: str) -> mlflow.pyfunc.PyFuncModel:
+    try:
+        return mlflow.pyfunc.load_model(model)
+    except (MlflowException, OSError) as exc:
+        raise MnistCnnError(f"cannot load model {model}: {exc}") from None
+
+
 def load_network(model: str):
     """The Keras network of a local `.keras` file (safe mode) or of an MLflow model URI of this
     project's pyfunc; MnistCnnError when it cannot be loaded."""
@@ -29,10 +36,7 @@ def load_network(model: str):
         if not Path(model).is_file():
             raise MnistCnnError(f"model file {model} not found")
         return keras.saving.load_model(model, compile=False, safe_mode=True)
-    try:
-        python_model = mlflow.pyfunc.load_model(model).unwrap_python_model()
-    except (MlflowException, OSError) as exc:
-        raise MnistCnnError(f"cannot load model {model}: {exc}") from None
+    python_model = _load_pyfunc(model).unwrap_python_model()
     network = getattr(python_model, "model", None)
     if network is None:
         raise MnistCnnError(f"model {model} is not an mnist-cnn pyfunc (no Keras network inside)")
@@ -68,8 +72,5 @@ def load_predict_fn(model: str) -> Callable[[np.ndarray], np.ndarray]:
     file or any MLflow model URI of this pyfunc (its own predict, the path the server takes)."""
     if _is_keras_file(model):
         return Classifier.load(model)
-    try:
-        pyfunc = mlflow.pyfunc.load_model(model)
-    except (MlflowException, OSError) as exc:
-        raise MnistCnnError(f"cannot load model {model}: {exc}") from None
+    pyfunc = _load_pyfunc(model)
     return lambda pixels: np.asarray(pyfunc.predict(np.asarray(pixels))["probabilities"].tolist(), dtype=np.float64)
