@@ -96,6 +96,18 @@ class MirrorServer:
         self.httpd.server_close()
 
 
+@pytest.fixture(scope="session")
+def processed(tmp_path_factory) -> Path:
+    """train.npz and val.npz of the subset's training images (a 20% stratified validation split)."""
+    from mnist_cnn import data
+
+    out = tmp_path_factory.mktemp("processed")
+    train, val = data.stratified_split(data.load_idx_pair(SUBSET, "train"), 0.2, 42)
+    data.save_split(out / "train.npz", train)
+    data.save_split(out / "val.npz", val)
+    return out
+
+
 @pytest.fixture
 def mirror(subset_dir):
     server = MirrorServer(subset_dir)

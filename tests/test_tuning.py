@@ -12,11 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from mnist_cnn import config, data, presets
+from mnist_cnn import config, presets
 from mnist_cnn.tuning import space, storage
 from mnist_cnn.errors import ConfigError
 
-from conftest import SUBSET
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,15 +26,6 @@ QUICK = [
     "tune.sampler.n_startup_trials=2",
     "tune.pruner.n_startup_trials=1",
 ]
-
-
-@pytest.fixture(scope="module")
-def processed(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("processed")
-    train, val = data.stratified_split(data.load_idx_pair(SUBSET, "train"), 0.2, 42)
-    data.save_split(out / "train.npz", train)
-    data.save_split(out / "val.npz", val)
-    return out
 
 
 @pytest.fixture

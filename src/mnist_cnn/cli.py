@@ -1,4 +1,4 @@
-"""The `mnist-cnn` console script: params, preset, serve, predict, export, tune.
+"""The `mnist-cnn` console script: params, preset, serve, predict, export, tune, stage, stack.
 
 Each subcommand imports what it needs when it runs, so `params` and `preset` answer without
 loading MLflow or TensorFlow."""
@@ -74,6 +74,16 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--apply", action="store_true", help="write the best params file's values into --params and stop")
     tune.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_params_args(tune)
+    stack = sub.add_parser(
+        "stack", help="start, stop or show the team servers: PostgreSQL and an MLflow server over it (see README, Team set-up)",
+        description="PostgreSQL holds the MLflow store, the registry and the Optuna studies; the MLflow server proxies "
+        "artifacts. Everything lives in --dir; `up` prints the variables clients export.",
+    )
+    stack.add_argument("action", choices=["up", "down", "status"])
+    stack.add_argument("--dir", type=Path, help="the servers' data folder (default: .stack at the project root)")
+    stack.add_argument("--host", help="address both servers listen on (default 127.0.0.1; 0.0.0.0 for a team network)")
+    stack.add_argument("--pg-port", type=int, help="PostgreSQL port (default 5433)")
+    stack.add_argument("--mlflow-port", type=int, help="MLflow server port (default 5000)")
     return parser
 
 
@@ -139,6 +149,32 @@ def _stage(args: argparse.Namespace) -> int:
     os.chdir(dvc_yaml.parent)
     os.execv(cmd[0], cmd)
     return 0
+
+
+def _stack(args: argparse.Namespace) -> int:
+    from mnist_cnn import stack
+
+    folder = args.dir or config.project_root() / ".stack"
+    if args.action == "down":
+        stopped = stack.down(folder)
+        print(f"stopped: {', '.join(stopped)}" if stopped else f"nothing was running in {folder}")
+        return 0
+    if args.action == "up":
+        settings = stack.up(folder, args.host, args.pg_port, args.mlflow_port)
+        print(f"PostgreSQL on port {settings.pg_port} and the MLflow server on {settings.tracking_uri()} run from {folder}")
+        print("for every shell that trains, tunes or serves (`mnist-cnn stack status` prints them again):")
+        print(stack.exports(settings), end="")
+        return 0
+    state = stack.status(folder)
+    settings = state["settings"]
+    if settings is None:
+        print(f"no stack in {folder}; `mnist-cnn stack up` creates one")
+        return 3
+    print(f"folder      {folder}")
+    print(f"postgresql  {'running' if state['postgresql'] else 'stopped'} (port {settings.pg_port})")
+    print(f"mlflow      {'running' if state['mlflow'] else 'stopped'} ({settings.tracking_uri()})")
+    print(stack.exports(settings), end="")
+    return 0 if state["postgresql"] and state["mlflow"] else 3
 
 
 def _model_or_champion(args: argparse.Namespace) -> str:
@@ -215,6 +251,6 @@ def _apply_preset(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     commands = {"params": _show_params, "preset": _apply_preset, "serve": _serve, "predict": _predict, "export": _export, "tune": _tune,
-                "stage": _stage}
+                "stage": _stage, "stack": _stack}
     trains_or_predicts = args.command in ("predict", "export") or (args.command == "tune" and not args.apply)
     run_main(lambda: commands[args.command](args), tensorflow=trains_or_predicts)

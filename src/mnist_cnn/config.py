@@ -212,6 +212,7 @@ class TuneParams:
     n_trials: int  # finished trials (complete or pruned) the study should hold
     timeout_s: float  # stop starting trials after this long; 0: no limit
     workers: int
+    heartbeat_s: float  # on a database: trial heartbeat interval; silent for 4x this long: failed
     epochs: int
     train_fraction: float
     seed: int
@@ -224,6 +225,7 @@ class TuneParams:
         _check(self.n_trials >= 1, "tune.n_trials", "must be at least 1")
         _check(self.timeout_s >= 0, "tune.timeout_s", "must be >= 0 (0: no limit)")
         _check(self.workers >= 1, "tune.workers", "must be at least 1")
+        _check(self.heartbeat_s >= 1, "tune.heartbeat_s", "must be at least 1 second")
         _check(self.epochs >= 1, "tune.epochs", "must be at least 1")
         _check(0 < self.train_fraction <= 1, "tune.train_fraction", "must be in (0, 1]")
         _check(bool(self.space), "tune.space", "needs at least one parameter")

@@ -3,22 +3,75 @@ as good as the current champion and above the minimum; otherwise it becomes `@ch
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import mlflow
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from mnist_cnn import data, tracking
+from mnist_cnn import data, liveness, tracking
 from mnist_cnn.config import Params, RegisterParams
 from mnist_cnn.errors import TrackingError
 from mnist_cnn.schema import to_dict
 
 
+LOCK_SUFFIX = ".gate-lock"
+_OWNER, _SINCE = "owner", "since"
+
+log = logging.getLogger(__name__)
+
+
 def _client():
     return MlflowClient()
+
+
+@contextlib.contextmanager
+def gate_lock(name: str, timeout: float = 600.0, stale_after: float = 300.0) -> Iterator[None]:
+    """Hold the gate of model `name` against every other process on any machine using the same
+    tracking server. MLflow has no lock, but creating a registered model is atomic on the server
+    (the name is its key), so the registered model `<name>.gate-lock` is the lock. One left by a
+    process that died is taken over: at once on this machine, after `stale_after` s from another."""
+    client, lock = _client(), name + LOCK_SUFFIX
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            client.create_registered_model(
+                lock, tags={_OWNER: liveness.owner_token(), _SINCE: f"{time.time():.3f}"},
+                description=f"held while a process registers {name}; delete it if left behind by a crash",
+            )
+            break
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+        _break_if_stale(client, lock, stale_after)
+        if time.monotonic() > deadline:
+            raise TrackingError(f"the registry gate of {name} stayed locked for {timeout:.0f}s (registered model {lock}); "
+                                "another registration is running, or delete that registered model if its process died")
+        time.sleep(0.5)
+    try:
+        yield
+    finally:
+        try:
+            client.delete_registered_model(lock)
+        except MlflowException as exc:
+            log.warning("could not release the registry gate lock %s: %s", lock, exc.message.splitlines()[0])
+
+
+def _break_if_stale(client: MlflowClient, lock: str, stale_after: float) -> None:
+    try:
+        tags = client.get_registered_model(lock).tags
+    except MlflowException:
+        return  # released meanwhile
+    owner, since = tags.get(_OWNER), float(tags.get(_SINCE, "0") or 0)
+    if liveness.is_dead(owner) or time.time() - since > stale_after:
+        log.warning("taking over the registry gate lock %s left by %s", lock, owner)
+        with contextlib.suppress(MlflowException):
+            client.delete_registered_model(lock)
 
 
 def alias_version(name: str, alias: str):
@@ -85,8 +138,22 @@ def register(
     description (the registry's one line) gives its test accuracy, `summary` and the gate's verdict.
 
     Returns a report of what was done. A version created here is deleted again if anything
-    after its creation fails, so the registry is never left half-updated.
+    after its creation fails, so the registry is never left half-updated. The whole gate runs
+    under `gate_lock`, so clones registering at once against one server leave one champion:
+    the best, as if they had registered one after the other.
     """
+    with gate_lock(params.model_name):
+        return _register(model_uri, run_id, metrics, tags, params, summary)
+
+
+def _register(
+    model_uri: str,
+    run_id: str,
+    metrics: Mapping[str, float],
+    tags: Mapping[str, str],
+    params: RegisterParams,
+    summary: str,
+) -> dict[str, Any]:
     client = _client()
     name = params.model_name
     accuracy = float(metrics["test_accuracy"])

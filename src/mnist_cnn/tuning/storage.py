@@ -1,14 +1,19 @@
 """Where a study lives (the default journal file or any Optuna storage URL), and the claim of
 a trial slot: a trial starts only while the study holds fewer than `n_trials` complete, pruned
-or running trials, so N workers and M trials give M distinct trials. The claim lock is per
-machine: with a database shared by several machines, each may start one trial too many at the
-end. Trials left RUNNING by a dead worker are failed: by process liveness on this machine
-(journal files have no heartbeats) and by Optuna's heartbeats on a database."""
+or running trials, so N workers and M trials give M distinct trials. On PostgreSQL the claim
+holds a database advisory lock, so workers on any number of machines reach exactly `n_trials`;
+elsewhere it holds a file lock, exact on one machine, and each further machine may start one
+trial too many at the end. Trials left RUNNING by a dead worker are failed: by process liveness
+on this machine (journal files have no heartbeats) and by Optuna's heartbeats on a database."""
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
+import warnings
 from pathlib import Path
+from typing import Iterator
 
 import optuna
 from optuna.storages.journal import JournalFileBackend, JournalStorage
@@ -44,7 +49,17 @@ def redact(location: str) -> str:
     return location
 
 
-def open_storage(location: str, workers: int) -> optuna.storages.BaseStorage:
+def _kill_trial_run(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    """Optuna failed a trial whose heartbeat stopped (its machine went away): its MLflow run too."""
+    liveness.kill_run(trial.user_attrs.get(MLFLOW_RUN_ATTR))
+    log.warning("trial %d stopped sending heartbeats (worker %s); marked failed", trial.number, trial.user_attrs.get(WORKER_ATTR))
+
+
+def is_postgresql(location: str) -> bool:
+    return location.split("://", 1)[0].split("+", 1)[0] in ("postgresql", "postgres")
+
+
+def open_storage(location: str, workers: int, heartbeat_s: float = 30) -> optuna.storages.BaseStorage:
     """An Optuna storage for `location`; raises TuneError, before any trial, when it is unusable."""
     if "://" not in location:
         path = Path(location)
@@ -60,11 +75,12 @@ def open_storage(location: str, workers: int) -> optuna.storages.BaseStorage:
         )
     try:
         return optuna.storages.RDBStorage(
-            location, heartbeat_interval=30, grace_period=120, engine_kwargs={"pool_pre_ping": True}
+            location, heartbeat_interval=max(1, round(heartbeat_s)), grace_period=max(4, round(4 * heartbeat_s)),
+            engine_kwargs={"pool_pre_ping": True}, heartbeat_stale_trial_callback=_kill_trial_run,
         )
     except Exception as exc:  # sqlalchemy errors, missing drivers, bad URLs
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        hint = " (install the database driver, e.g. psycopg2-binary)" if "DB access module" in first else ""
+        hint = " (install the database driver, e.g. psycopg[binary])" if "DB access module" in first else ""
         raise TuneError(f"cannot open the Optuna storage {redact(location)}: {first.replace(location, redact(location))}{hint}") from None
 
 
@@ -99,13 +115,48 @@ def fail_stale_trials(study: optuna.Study) -> list[int]:
     return failed
 
 
-def claim(study: optuna.Study, n_trials: int, lock: Path) -> optuna.Trial | None:
+@functools.cache
+def _lock_engine(location: str):
+    import sqlalchemy
+
+    return sqlalchemy.create_engine(location, poolclass=sqlalchemy.pool.NullPool)
+
+
+@contextlib.contextmanager
+def _advisory_lock(location: str, key: str) -> Iterator[None]:
+    """PostgreSQL's session advisory lock, held on a connection of its own: every machine's
+    workers wait on it, and a worker that dies releases it with its connection."""
+    import sqlalchemy
+
+    lock = sqlalchemy.text("SELECT pg_advisory_lock(hashtextextended(:key, 0))")
+    unlock = sqlalchemy.text("SELECT pg_advisory_unlock(hashtextextended(:key, 0))")
+    with _lock_engine(location).connect() as conn:
+        conn.execute(lock, {"key": key})
+        conn.commit()
+        try:
+            yield
+        finally:
+            conn.execute(unlock, {"key": key})
+            conn.commit()
+
+
+def claim_lock(location: str, study_name: str, lock: Path) -> contextlib.AbstractContextManager:
+    """What "count, then start a trial" holds: the database's advisory lock for a study on
+    PostgreSQL (all machines), else a file lock (the workers of this machine)."""
+    if is_postgresql(location):
+        return _advisory_lock(location, f"mnist-cnn tune claim {study_name}")
+    return file_lock(lock)
+
+
+def claim(study: optuna.Study, n_trials: int, lock: contextlib.AbstractContextManager) -> optuna.Trial | None:
     """Start a trial if the study holds fewer than `n_trials` complete, pruned or running ones."""
-    with file_lock(lock):  # "count, then start a trial" by one worker of this machine at a time
+    with lock:
         fail_stale_trials(study)
         counts = count_trials(study)
         if counts["COMPLETE"] + counts["PRUNED"] + counts["RUNNING"] >= n_trials:
             return None
-        trial = study.ask()
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "Heartbeat of storage is supposed to be used with Study.optimize")  # trial.heartbeat runs it
+            trial = study.ask()
         trial.set_user_attr(WORKER_ATTR, liveness.owner_token())
         return trial

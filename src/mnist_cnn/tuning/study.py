@@ -27,7 +27,7 @@ from mnist_cnn.errors import TuneError
 from mnist_cnn.schema import flatten
 from mnist_cnn.tuning.report import Progress, StudyResult, log_study, summarise
 from mnist_cnn.tuning.space import check_space
-from mnist_cnn.tuning.storage import claim, count_trials, fail_stale_trials, lock_path, open_storage, redact, storage_location
+from mnist_cnn.tuning.storage import claim, claim_lock, count_trials, fail_stale_trials, lock_path, open_storage, redact, storage_location
 from mnist_cnn.tuning.trial import load_trial_data, run_trial
 
 log = logging.getLogger(__name__)
@@ -100,14 +100,14 @@ def worker(spec: WorkerSpec) -> None:
     params = config.load_params(spec.params_path, list(spec.overrides))
     study = optuna.load_study(
         study_name=params.tune.study_name,
-        storage=open_storage(spec.storage, 1),
+        storage=open_storage(spec.storage, 1, params.tune.heartbeat_s),
         sampler=make_sampler(params, spec.seed, spec.parallel),
         pruner=make_pruner(params),
     )
     train, val = load_trial_data(params, spec.data_dir)
     mlflow.set_tracking_uri(spec.tracking_uri)
     while spec.deadline is None or time.time() < spec.deadline:
-        trial = claim(study, params.tune.n_trials, Path(spec.lock))
+        trial = claim(study, params.tune.n_trials, claim_lock(spec.storage, params.tune.study_name, Path(spec.lock)))
         if trial is None:
             return
         run_trial(trial, study, params, train, val, spec.experiment_id, spec.parent_run_id)
@@ -175,7 +175,7 @@ def _trial_errors(study: optuna.Study) -> list[str]:
 
 def _open_study(params: Params, location: str) -> optuna.Study:
     tune = params.tune
-    storage = open_storage(location, tune.workers)
+    storage = open_storage(location, tune.workers, tune.heartbeat_s)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         study = optuna.create_study(

@@ -3,13 +3,16 @@ and tell the study how it ended."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import tempfile
+import threading
 import time
 from pathlib import Path
+from typing import Iterator
 
 import mlflow
 import optuna
-from optuna.storages._heartbeat import get_heartbeat_thread  # what study.optimize runs; ask/tell does not
 
 from mnist_cnn import data, liveness, tracking
 from mnist_cnn.config import Params
@@ -21,6 +24,37 @@ OBJECTIVE = "val_accuracy"
 MLFLOW_RUN_ATTR = "mlflow_run_id"
 TAG_TRIAL = "mnist_cnn.trial"
 VALUES_ATTR = "values"  # the trial's values by params key: {"model.filters.0": 48, ...}
+
+log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def heartbeat(trial: optuna.Trial, storage: optuna.storages.BaseStorage) -> Iterator[None]:
+    """Record the trial's heartbeat every `heartbeat_interval` seconds while it runs. Kept instead
+    of Optuna's thread (which ask/tell does not start) because that one stops at the first
+    database error, and a database restart would then fail every running trial."""
+    interval = getattr(storage, "get_heartbeat_interval", lambda: None)()  # journal files have no heartbeats
+    if not interval:
+        yield
+        return
+    stop = threading.Event()
+
+    def beat() -> None:
+        while True:
+            try:
+                storage.record_heartbeat(trial._trial_id)
+            except Exception as exc:  # the database is restarting or unreachable: try again next beat
+                log.warning("trial %d: heartbeat not recorded (%s)", trial.number, str(exc).strip().splitlines()[0][:200])
+            if stop.wait(interval):
+                return
+
+    thread = threading.Thread(target=beat, name=f"trial-{trial.number}-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def load_trial_data(params: Params, data_dir: str | Path) -> tuple[Split, Split]:
@@ -70,7 +104,7 @@ def run_trial(
         trial.set_user_attr("epochs_trained", epoch)
 
     try:
-        with get_heartbeat_thread(trial._trial_id, study._storage):
+        with heartbeat(trial, study._storage):
             tracking.log_params(
                 {
                     **{f"trial.{name}": value for name, value in trial.params.items()},

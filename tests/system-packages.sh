@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The Debian packages the tests use as real servers, installed when missing:
+# PostgreSQL's server programs (tests/test_team.py starts a cluster of its own on 127.0.0.1).
+set -euo pipefail
+missing=()
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null 2>&1; then
+  missing+=(postgresql)
+fi
+[ ${#missing[@]} -eq 0 ] && exit 0
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+  command -v sudo >/dev/null || { echo "error: install ${missing[*]} (Debian packages) as root first" >&2; exit 1; }
+  sudo=sudo
+fi
+echo "installing Debian packages: ${missing[*]}" >&2
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
