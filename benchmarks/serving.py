@@ -67,19 +67,25 @@ def start_server(model_uri: str, store: Path, workers: int) -> tuple[subprocess.
     cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local",
            "-h", "127.0.0.1", "-p", str(port), "-w", str(workers)]  # fmt: skip
     proc = subprocess.Popen(cmd, env=env, cwd=store, stdout=open(store / "server.log", "wb"), stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 180
+    wait_until_answers(proc, port, "/ping", store / "server.log")
+    return proc, port
+
+
+def wait_until_answers(proc: subprocess.Popen, port: int, path: str, log: Path, timeout: float = 180) -> None:
+    """Poll GET `path` until it answers 200; exit with the server's log if it dies or never does."""
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            sys.exit(f"server exited: {(store / 'server.log').read_text()[-3000:]}")
+            sys.exit(f"server exited: {log.read_text()[-3000:]}")
         try:
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            conn.request("GET", "/ping")
+            conn.request("GET", path)
             if conn.getresponse().status == 200:
-                return proc, port
+                return
         except OSError:
             time.sleep(0.5)
     proc.kill()
-    sys.exit("server did not start within 180 s")
+    sys.exit(f"server did not answer within {timeout:.0f} s")
 
 
 class Client:

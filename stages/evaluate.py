@@ -46,13 +46,22 @@ def main() -> None:
                           ("sample_predictions", figures.sample_predictions(*shown, params.evaluate.grid_size)),
                           ("worst_predictions", figures.worst_predictions(*shown, result.worst))):  # fmt: skip
             tracking.log_figure(fig, f"evaluation/{name}.png", args.figures)
+        metrics = dict(result.metrics)
+        corrected = data.load_split(args.data_dir, data.FEEDBACK) if (args.data_dir / f"{data.FEEDBACK}.npz").is_file() else None
+        if corrected is not None and len(corrected):
+            metrics.update(evaluation.feedback_metrics(model, corrected, params.evaluate.batch_size))
+            digest = data.file_sha256(args.data_dir / f"{data.FEEDBACK}.npz")
+            feedback_set = tracking.log_dataset(corrected, data.FEEDBACK, args.data_dir / f"{data.FEEDBACK}.npz", digest, "feedback")
+            mlflow.log_metrics({k: v for k, v in metrics.items() if k.startswith("feedback_")}, dataset=feedback_set,
+                               model_id=info.get("model_id"))
         atomic.write_csv(args.confusion, ["actual", "predicted"], [[int(t), int(p)] for t, p in zip(test.y, result.predicted)])
         atomic.write_rows(args.report, result.report)
-        atomic.write_json(args.metrics, {**result.metrics, **result.per_digit})
+        atomic.write_json(args.metrics, {**metrics, **result.per_digit})
         accuracy = result.metrics["test_accuracy"]
         mlflow.set_tag(tracking.TAG_NOTE, f"train + evaluate: {presets.describe(params)}, test_accuracy {accuracy:.4f}")
-    m = result.metrics
-    print(f"test_accuracy {m['test_accuracy']:.4f}, test_loss {m['test_loss']:.4f}, macro F1 {m['test_macro_f1']:.4f}")
+    m = metrics
+    extra = f"; feedback_accuracy {m['feedback_accuracy']:.4f} on {m['feedback_images']:.0f} images" if "feedback_accuracy" in m else ""
+    print(f"test_accuracy {m['test_accuracy']:.4f}, test_loss {m['test_loss']:.4f}, macro F1 {m['test_macro_f1']:.4f}{extra}")
 
 
 if __name__ == "__main__":

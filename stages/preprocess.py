@@ -1,38 +1,44 @@
-"""Stage preprocess: parse the IDX files, split train/validation (stratified, seeded), write uint8 arrays."""
+"""Stage preprocess: parse the IDX files, split train/validation (stratified, seeded), add the
+web page's feedback digits (a split of their own, or folded into training), write uint8 arrays."""
 
 import mlflow
 
-from mnist_cnn import config, data, figures, tracking
+from mnist_cnn import config, data, feedback, figures, tracking
 from mnist_cnn.atomic import atomic_dir
 from mnist_cnn.entrypoint import run_main, stage_parser
 
 
 def main() -> None:
-    args = stage_parser(__doc__, {"--raw-dir": "the four IDX .gz files", "--out-dir": "folder for {train,val,test}.npz"}).parse_args()
+    paths = {"--raw-dir": "the four IDX .gz files", "--feedback-dir": "digits corrected on the web page, <label>/*.png",
+             "--out-dir": "folder for {train,val,test,feedback}.npz"}
+    args = stage_parser(__doc__, paths).parse_args()
     params = config.load_params(args.params, args.overrides)
     full_train = data.load_idx_pair(args.raw_dir, "train", params.data.sha256)
     test = data.load_idx_pair(args.raw_dir, "t10k", params.data.sha256)
     train, val = data.stratified_split(full_train, params.data.val_fraction, params.data.split_seed)
-    splits = {"train": train, "val": val, "test": test}
+    train, corrected = feedback.split(args.feedback_dir, train, params.data.feedback_use)
+    splits = {"train": train, "val": val, "test": test, data.FEEDBACK: corrected}
 
     root = config.project_root()
     experiment = tracking.configure(params.tracking, root)
     with tracking.stage_run("preprocess", experiment, root):
-        tracking.log_params({"data.val_fraction": params.data.val_fraction, "data.split_seed": params.data.split_seed})
+        tracking.log_params({"data.val_fraction": params.data.val_fraction, "data.split_seed": params.data.split_seed,
+                             "data.feedback_use": params.data.feedback_use})
         with atomic_dir(args.out_dir) as tmp:
             for name, split in splits.items():
                 data.save_split(tmp / f"{name}.npz", split)
             data.write_manifest(tmp)
-        counts = {name: split.class_counts() for name, split in splits.items()}
+        shown = {name: split for name, split in splits.items() if len(split) or name in data.SPLITS}
+        counts = {name: split.class_counts() for name, split in shown.items()}
         tracking.log_table(
-            [{"digit": d, **{name: counts[name][d] for name in splits}} for d in range(data.NUM_CLASSES)],
+            [{"digit": d, **{name: counts[name][d] for name in shown}} for d in range(data.NUM_CLASSES)],
             "data/class_counts.json",
         )
         mlflow.log_metrics({f"{name}_images": float(len(split)) for name, split in splits.items()})
         tracking.log_figure(figures.class_counts(counts), "data/class_counts.png")
         tracking.log_figure(figures.training_samples(train.x, train.y), "data/samples.png")
         mlflow.set_tags({f"data.sha256.{k}": v for k, v in data.processed_checksums(args.out_dir).items()})
-        line = ", ".join(f"{name}: {len(split)} images" for name, split in splits.items())
+        line = ", ".join(f"{name}: {len(split)} images" for name, split in shown.items())
         mlflow.set_tag(tracking.TAG_NOTE, f"preprocess: {line}")
         print(line)
 

@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # The Debian packages the tests use as real servers, installed when missing:
-# PostgreSQL's server programs (tests/test_team.py starts a cluster of its own on 127.0.0.1).
+# PostgreSQL's server programs (tests/test_team.py starts a cluster of its own on 127.0.0.1)
+# and Chromium (tests/test_webapp.py drives the web page in it through Playwright).
 set -euo pipefail
 missing=()
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null 2>&1; then
   missing+=(postgresql)
+fi
+if ! command -v chromium >/dev/null 2>&1 && [ -z "${CHROMIUM:-}" ]; then
+  missing+=(chromium)
 fi
 [ ${#missing[@]} -eq 0 ] && exit 0
 sudo=""

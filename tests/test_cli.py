@@ -26,7 +26,7 @@ def test_stage_runs_dvc_yaml_s_command_with_its_paths_and_the_overrides(tmp_path
     shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
     shutil.copytree(ROOT / "stages", tmp_path / "stages")
     (tmp_path / "dvc.yaml").write_text(
-        "stages:\n  preprocess:\n    cmd: python stages/preprocess.py --raw-dir raw --out-dir processed\n"
+        "stages:\n  preprocess:\n    cmd: python stages/preprocess.py --raw-dir raw --feedback-dir feedback --out-dir processed\n"
     )
     shutil.copytree(subset_dir, tmp_path / "raw")
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
@@ -36,7 +36,7 @@ def test_stage_runs_dvc_yaml_s_command_with_its_paths_and_the_overrides(tmp_path
                           cwd=tmp_path / "stages", env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "val: 501 images, test: 500 images" in proc.stdout, "a quarter of the 2,000 training images, stratified"
-    assert sorted(p.name for p in (tmp_path / "processed").iterdir()) == ["SHA256SUMS", "test.npz", "train.npz", "val.npz"]
+    assert sorted(p.name for p in (tmp_path / "processed").iterdir()) == ["SHA256SUMS", "feedback.npz", "test.npz", "train.npz", "val.npz"]
     bad = subprocess.run(["mnist-cnn", "stage", "preprocess", "--set", "data.val_fraction=2"], cwd=tmp_path, env=env,
                          capture_output=True, text=True, timeout=300)
     assert bad.returncode == 1 and "data.val_fraction must be between 0 and 1" in bad.stderr.strip().splitlines()[-1]

@@ -35,6 +35,7 @@ def make_params(mirrors, **overrides) -> DataParams:
         "backoff_s": 0.01,
         "val_fraction": 0.1,
         "split_seed": 42,
+        "feedback_use": "evaluate",
     }
     values.update(overrides)
     return from_mapping(DataParams, values, prefix="data")

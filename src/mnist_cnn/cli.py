@@ -1,4 +1,4 @@
-"""The `mnist-cnn` console script: params, preset, serve, predict, export, tune, stage, stack.
+"""The `mnist-cnn` console script: params, preset, serve, predict, export, tune, stage, stack, app.
 
 Each subcommand imports what it needs when it runs, so `params` and `preset` answer without
 loading MLflow or TensorFlow."""
@@ -74,6 +74,15 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--apply", action="store_true", help="write the best params file's values into --params and stop")
     tune.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_params_args(tune)
+    app = sub.add_parser("app", help="a web page on 127.0.0.1 to draw or upload a digit and see what the model reads")
+    app.add_argument("--model", help="model URI or a local .keras file (default: the registry's champion)")
+    app.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
+    app.add_argument("--port", type=int, default=8000)
+    app.add_argument("--feedback-dir", type=Path, default=Path("data/feedback"),
+                     help="where corrected digits are stored, data/feedback/<label>/ (default: data/feedback)")
+    app.add_argument("--feedback-limit", type=int, default=5000, help="most images the feedback folder may hold (default 5000)")
+    app.add_argument("--no-feedback", action="store_true", help="take no feedback")
+    add_params_args(app)
     stack = sub.add_parser(
         "stack", help="start, stop or show the team servers: PostgreSQL and an MLflow server over it (see README, Team set-up)",
         description="PostgreSQL holds the MLflow store, the registry and the Optuna studies; the MLflow server proxies "
@@ -177,6 +186,22 @@ def _stack(args: argparse.Namespace) -> int:
     return 0 if state["postgresql"] and state["mlflow"] else 3
 
 
+def _app(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from mnist_cnn.feedback import FeedbackStore
+    from mnist_cnn.serving.network import Classifier
+    from mnist_cnn.webapp.server import create_app
+
+    model = _model_or_champion(args)
+    store = None if args.no_feedback else FeedbackStore(args.feedback_dir, args.feedback_limit)
+    app = create_app(Classifier.load(model), model, store)
+    where = f"into {args.feedback_dir}/<label>/" if store else "off"
+    print(f"mnist-cnn app on http://{args.host}:{args.port}/ (model {model}; feedback {where}); Ctrl+C stops", file=sys.stderr, flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    return 0
+
+
 def _model_or_champion(args: argparse.Namespace) -> str:
     """`--model` as given, else the registry's champion (a clear error when there is none)."""
     if args.model:
@@ -251,6 +276,6 @@ def _apply_preset(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     commands = {"params": _show_params, "preset": _apply_preset, "serve": _serve, "predict": _predict, "export": _export, "tune": _tune,
-                "stage": _stage, "stack": _stack}
-    trains_or_predicts = args.command in ("predict", "export") or (args.command == "tune" and not args.apply)
+                "stage": _stage, "stack": _stack, "app": _app}
+    trains_or_predicts = args.command in ("predict", "export", "app") or (args.command == "tune" and not args.apply)
     run_main(lambda: commands[args.command](args), tensorflow=trains_or_predicts)

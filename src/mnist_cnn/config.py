@@ -35,12 +35,14 @@ class DataParams:
     backoff_s: float
     val_fraction: float
     split_seed: int
+    feedback_use: str  # evaluate: feedback_accuracy of its own; train: folded into the training split
 
     def __post_init__(self) -> None:
         _check(0.0 < self.val_fraction < 1.0, "data.val_fraction", "must be between 0 and 1")
         _check(self.timeout_s > 0, "data.timeout_s", "must be positive")
         _check(self.retries >= 1, "data.retries", "must be at least 1")
         _check(len(self.mirrors) > 0, "data.mirrors", "needs at least one mirror")
+        _check(self.feedback_use in ("evaluate", "train"), "data.feedback_use", "must be evaluate or train")
         missing = [n for n in MNIST_FILES if n not in self.sha256]
         unknown = [n for n in self.sha256 if n not in MNIST_FILES]
         _check(not missing, "data.sha256", f"is missing checksums for {missing}")

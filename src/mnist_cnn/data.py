@@ -21,6 +21,7 @@ from mnist_cnn.errors import DataError
 IMAGES_MAGIC = 2051
 LABELS_MAGIC = 2049
 SPLITS = ("train", "val", "test")
+FEEDBACK = "feedback"  # digits people corrected on the web page, beside the splits (may be empty)
 NUM_CLASSES = 10
 
 
@@ -176,4 +177,5 @@ def file_sha256(path: Path) -> str:
 
 
 def processed_checksums(data_dir: str | Path) -> dict[str, str]:
-    return {name: file_sha256(Path(data_dir) / f"{name}.npz") for name in SPLITS}
+    names = [*SPLITS, *([FEEDBACK] if (Path(data_dir) / f"{FEEDBACK}.npz").is_file() else [])]
+    return {name: file_sha256(Path(data_dir) / f"{name}.npz") for name in names}

@@ -69,3 +69,9 @@ def evaluate_probabilities(y_true: np.ndarray, proba: np.ndarray, worst: int = 2
         confidence=confidence,
         worst=worst_idx,
     )
+
+
+def feedback_metrics(model, split, batch_size: int = 1024) -> dict[str, float]:
+    """Accuracy on the digits people corrected on the web page (real handwriting, its own metric)."""
+    predicted = predict_proba(model, split.x, batch_size).argmax(axis=1)
+    return {"feedback_accuracy": float(np.mean(predicted == split.y)), "feedback_images": float(len(split))}

@@ -47,12 +47,20 @@ class ImageError(MnistCnnError):
     """An image that cannot be decoded or holds no digit."""
 
 
+class ImageTooLarge(ImageError):
+    """Over MAX_BYTES encoded or MAX_PIXELS decoded."""
+
+
+class NoDigit(ImageError):
+    """A decodable image that is blank or has almost no contrast."""
+
+
 def decode_base64(text: str) -> bytes:
     """Base64 (standard or URL-safe, a `data:image/...;base64,` prefix allowed) to bytes."""
     if not isinstance(text, str):
         raise ImageError(f"expected base64 text, got {type(text).__name__}")
     if len(text) > MAX_BYTES * 4 // 3 + 1024:
-        raise ImageError(f"encoded image is {len(text)} characters, over the limit of {MAX_BYTES} bytes")
+        raise ImageTooLarge(f"encoded image is {len(text)} characters, over the limit of {MAX_BYTES} bytes")
     text = _DATA_URL.sub("", text.strip(), count=1)
     text = "".join(text.split())
     if not text:
@@ -69,7 +77,7 @@ def open_image(data: bytes):
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise ImageError(f"expected image bytes, got {type(data).__name__}")
     if len(data) > MAX_BYTES:
-        raise ImageError(f"image file is {len(data)} bytes, over the limit of {MAX_BYTES}")
+        raise ImageTooLarge(f"image file is {len(data)} bytes, over the limit of {MAX_BYTES}")
     if not data:
         raise ImageError("empty image file")
     # Pillow warns above Image.MAX_IMAGE_PIXELS and raises above twice that, at open; the
@@ -78,14 +86,14 @@ def open_image(data: bytes):
         im = Image.open(io.BytesIO(data), formats=FORMATS)
         w, h = im.size
         if w < 1 or h < 1 or w * h > MAX_PIXELS:
-            raise ImageError(f"image of {w}x{h} pixels is over the limit of {MAX_PIXELS} pixels")
+            raise ImageTooLarge(f"image of {w}x{h} pixels is over the limit of {MAX_PIXELS} pixels")
         if im.format == "JPEG":  # decode at a reduced scale when the image is large
             im.draft(im.mode, (min(w, WORK_SIDE), min(h, WORK_SIDE)))
         im.load()
     except ImageError:
         raise
     except Image.DecompressionBombError as exc:
-        raise ImageError(f"image is over the limit of {MAX_PIXELS} pixels ({exc})") from None
+        raise ImageTooLarge(f"image is over the limit of {MAX_PIXELS} pixels ({exc})") from None
     except Image.UnidentifiedImageError:
         raise ImageError(f"not a {'/'.join(FORMATS)} image") from None
     except Exception as exc:  # truncated or corrupt files raise OSError, SyntaxError, ValueError, ...
@@ -151,7 +159,7 @@ def _ink_up(gray: np.ndarray) -> np.ndarray:
     paper = median + 3.0 * 1.4826 * float(np.median(np.abs(border - median)))  # above the paper's grain
     ink = float(gray.max())
     if ink - paper < MIN_CONTRAST:
-        raise ImageError("no digit found: the image is blank or has almost no contrast")
+        raise NoDigit("no digit found: the image is blank or has almost no contrast")
     return np.clip((gray - paper) * (255.0 / (ink - paper)), 0.0, 255.0)
 
 
@@ -200,7 +208,7 @@ def mnist_style(gray: np.ndarray) -> np.ndarray:
     small = np.clip(_resize(gray, new_w, new_h), 0.0, 255.0)
     peak = float(small.max())
     if peak <= 0:
-        raise ImageError("no digit found: the image is blank or has almost no contrast")
+        raise NoDigit("no digit found: the image is blank or has almost no contrast")
     small *= 255.0 / peak
     small[small < 2.0] = 0.0  # the resampling filter's faint ringing
     # the crop margin may make the patch a little larger than the field: trim it symmetrically

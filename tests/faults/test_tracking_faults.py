@@ -15,7 +15,7 @@ import psutil
 import pytest
 
 from conftest import free_port, wait_until_up
-from test_tuning import load_study, processed, runs, states, tune_cmd, workdir  # noqa: F401 (fixtures)
+from test_tuning import load_study, runs, states, tune_cmd, workdir  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.slow
 
