@@ -1,7 +1,9 @@
 """Accuracy on digits from outside MNIST: MNIST-style preprocessing versus plain resizing.
 
-The images are made on the spot by `tests/digit_images.py` (hand-drawn-like pen strokes and
-font digits; varied stroke widths, sizes, positions, polarities, formats and modes). The model
+The images are made on the spot by `tests/digit_images.py`, two sets: `clean` (hand-drawn-like
+pen strokes and font digits; varied stroke widths, sizes, positions, polarities, formats and
+modes) and `paper` (hand-drawn digits photographed or scanned: uneven light and shadows, ruled
+paper, faint pencil, scanner specks and dark edges). The model
 is a `.keras` file (`--model`) or the `fast` preset trained here on full MNIST (`--mnist DIR`
 with the four IDX `.gz` files, default `$MNIST_MIRROR`; about a minute on 2 cores). Printed:
 accuracy of `images.prepare` (the path the server and CLI use), of plain resizing to 28x28, and
@@ -44,6 +46,16 @@ def inverted_resize(gray: np.ndarray) -> np.ndarray:
     return images.plain_resize(255.0 - gray if np.median(border) > 127.5 else gray)
 
 
+def or_blank(prepare, gray: np.ndarray) -> np.ndarray:
+    """The prepared digit, or a blank one (scored as a miss) when no digit is found."""
+    from mnist_cnn import images
+
+    try:
+        return prepare(gray)
+    except images.ImageError:
+        return np.zeros((28, 28), np.uint8)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, help="a .keras file trained on MNIST (default: train the fast preset)")
@@ -54,7 +66,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
 
-    from digit_images import make_set
+    from digit_images import CONDITIONS, make_photos, make_set
 
     from mnist_cnn import images
     from mnist_cnn.serving.network import Classifier
@@ -66,38 +78,43 @@ def main() -> None:
             args.model = train_full(args.mnist, Path(tmp) / "fast.keras")
         classifier = Classifier.load(args.model)
 
-    samples = make_set(per_digit=args.per_digit, seed=args.seed)
-    labels = np.array([s.digit for s in samples])
-    grays = [images.load_gray(s.data) for s in samples]
-    paths = {
-        "MNIST-style (images.prepare)": np.stack([images.mnist_style(g) for g in grays]),
-        "plain resize to 28x28": np.stack([images.plain_resize(g) for g in grays]),
-        "plain resize, polarity fixed": np.stack([inverted_resize(g) for g in grays]),
-    }
-    groups = {
-        "all": np.ones(len(samples), bool),
-        **{kind: np.array([s.kind == kind for s in samples]) for kind in ("drawn", "font")},
-        **{pol: np.array([s.polarity == pol for s in samples]) for pol in ("dark-on-light", "light-on-dark")},
-    }
     results = {}
-    print(f"{len(samples)} images ({args.per_digit} per digit), model {args.model}")
-    print(f"{'preprocessing':<32}" + "".join(f"{g:>15}" for g in groups))
-    for name, x in paths.items():
-        predicted = classifier(x[..., None].astype(np.float32)).argmax(axis=1)
-        correct = predicted == labels
-        results[name] = {g: float(correct[m].mean()) for g, m in groups.items()}
-        print(f"{name:<32}" + "".join(f"{results[name][g]:>15.3f}" for g in groups))
-        if args.save_grid and name.startswith("MNIST"):
-            from mnist_cnn import figures
+    sets = {
+        "clean": (make_set(per_digit=args.per_digit, seed=args.seed), ("drawn", "font"), ("dark-on-light", "light-on-dark")),
+        "paper": (make_photos(per_digit=args.per_digit, seed=args.seed), CONDITIONS, ()),
+    }
+    for set_name, (samples, kinds, polarities) in sets.items():
+        labels = np.array([s.digit for s in samples])
+        grays = [images.load_gray(s.data) for s in samples]
+        paths = {
+            "MNIST-style (images.prepare)": np.stack([or_blank(images.mnist_style, g) for g in grays]),
+            "plain resize to 28x28": np.stack([images.plain_resize(g) for g in grays]),
+            "plain resize, polarity fixed": np.stack([inverted_resize(g) for g in grays]),
+        }
+        groups = {
+            "all": np.ones(len(samples), bool),
+            **{kind: np.array([s.kind == kind for s in samples]) for kind in kinds},
+            **{pol: np.array([s.polarity == pol for s in samples]) for pol in polarities},
+        }
+        results[set_name] = {}
+        print(f"\n{set_name}: {len(samples)} images ({args.per_digit} per digit), model {args.model}")
+        print(f"{'preprocessing':<32}" + "".join(f"{g:>15}" for g in groups))
+        for name, x in paths.items():
+            predicted = classifier(x[..., None].astype(np.float32)).argmax(axis=1)
+            correct = predicted == labels
+            results[set_name][name] = {g: float(correct[m].mean()) for g, m in groups.items()}
+            print(f"{name:<32}" + "".join(f"{results[set_name][name][g]:>15.3f}" for g in groups))
+            if args.save_grid and name.startswith("MNIST"):
+                from mnist_cnn import figures
 
-            keep = np.flatnonzero(~correct)[:50].tolist() + np.flatnonzero(correct)[: max(0, 100 - (~correct).sum())].tolist()
-            fig = figures.image_grid(
-                x[keep], [f"{labels[i]}->{predicted[i]}" for i in keep], "MNIST-style inputs: label->predicted",
-                ["red" if not correct[i] else "black" for i in keep],
-            )  # fmt: skip
-            fig.savefig(args.save_grid)
+                keep = np.flatnonzero(~correct)[:50].tolist() + np.flatnonzero(correct)[: max(0, 100 - (~correct).sum())].tolist()
+                fig = figures.image_grid(
+                    x[keep], [f"{labels[i]}->{predicted[i]}" for i in keep], f"{set_name}, MNIST-style inputs: label->predicted",
+                    ["red" if not correct[i] else "black" for i in keep],
+                )  # fmt: skip
+                fig.savefig(args.save_grid.with_name(f"{args.save_grid.stem}-{set_name}{args.save_grid.suffix}"))
     if args.json:
-        args.json.write_text(json.dumps({"images": len(samples), "accuracy": results}, indent=2) + "\n")
+        args.json.write_text(json.dumps({"per_digit": args.per_digit, "accuracy": results}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -152,6 +152,87 @@ def make_set(per_digit: int = 20, seed: int = 0, sides: tuple[int, int] = (28, 6
     return samples
 
 
+# --- photos and scans of paper ----------------------------------------------------------------
+
+CONDITIONS = ("photo", "ruled", "pencil", "scan")
+
+
+def _photo(mask, rng: np.random.Generator, condition: str) -> bytes:
+    """The mask as ink on paper, photographed or scanned: `photo` (uneven light, a shadow, paper
+    grain, blur, colour ink, JPEG), `ruled` (the same on ruled paper), `pencil` (faint grey
+    strokes, low contrast) or `scan` (white paper, crisp ink, specks and the scanner's dark edge)."""
+    from PIL import Image
+    from scipy import ndimage
+
+    a = np.asarray(mask, dtype=np.float32) / 255.0
+    h, w = a.shape
+    yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
+    if condition == "scan":
+        paper = np.full((h, w), rng.uniform(232, 252), np.float32)
+        a = (ndimage.gaussian_filter(a, 0.6) > 0.5).astype(np.float32)
+        ink = rng.uniform(10, 50)
+    else:
+        theta = rng.uniform(0, 2 * np.pi)
+        light = (np.cos(theta) * (xx - 0.5) + np.sin(theta) * (yy - 0.5)) * rng.uniform(30, 90)
+        vignette = -rng.uniform(10, 45) * ((xx - 0.5) ** 2 + (yy - 0.5) ** 2) * 2
+        paper = rng.uniform(165, 225) + light + vignette
+        if rng.random() < 0.6:  # the shadow of the phone or a hand across part of the sheet
+            phi, cut = rng.uniform(0, 2 * np.pi), rng.uniform(-0.3, 0.3)
+            side = np.cos(phi) * (xx - 0.5) + np.sin(phi) * (yy - 0.5) > cut
+            paper = paper - rng.uniform(25, 70) * ndimage.gaussian_filter(side.astype(np.float32), max(1.0, 0.02 * h))
+        paper = paper + ndimage.gaussian_filter(rng.normal(0, rng.uniform(3, 9), (h, w)), 1.0)
+        ink = rng.uniform(95, 145) if condition == "pencil" else rng.uniform(15, 80)
+        if condition == "pencil":
+            a = a * rng.uniform(0.55, 0.9, a.shape).astype(np.float32)  # graphite is patchy
+    gray = paper + (ink - paper) * np.clip(a, 0, 1)
+    if condition == "ruled":
+        gap = rng.uniform(0.1, 0.2) * h
+        start = rng.uniform(0, gap)
+        for y in np.arange(start, h, gap):
+            row = int(y)
+            gray[row : row + max(1, h // 300)] -= rng.uniform(30, 60)
+        if rng.random() < 0.5:  # the margin line
+            col = int(rng.uniform(0.05, 0.15) * w)
+            gray[:, col : col + max(1, w // 250)] -= rng.uniform(30, 60)
+    if condition == "scan":
+        specks = rng.random((h, w)) < rng.uniform(0.0005, 0.003)
+        gray[specks] = ink
+        edge = max(2, int(rng.uniform(0.02, 0.06) * w))
+        strip = [np.s_[:, :edge], np.s_[:, -edge:], np.s_[:edge, :], np.s_[-edge:, :]][int(rng.integers(4))]
+        gray[strip] = rng.uniform(20, 70)  # the lid's dark edge along one side
+    else:
+        gray = ndimage.gaussian_filter(gray, rng.uniform(0.3, 1.2) * max(1.0, h / 300))
+    gray = np.clip(gray, 0, 255)
+    if condition == "scan":
+        im = Image.fromarray(gray.astype(np.uint8), "L")
+        fmt = ("PNG", "BMP")[int(rng.integers(2))]
+    else:
+        tint = np.array([1.0, 1.0, 1.0]) if rng.random() < 0.5 else np.array([0.8, 0.85, 1.15])  # blue ballpoint
+        paper_tint = rng.uniform(0.92, 1.0, 3)
+        rgb = gray[..., None] * np.where(a[..., None] > 0.3, tint, paper_tint)
+        im = Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8), "RGB")
+        fmt = "JPEG"
+    buf = io.BytesIO()
+    im.save(buf, format=fmt, **({"quality": int(rng.integers(55, 92))} if fmt == "JPEG" else {}))
+    return buf.getvalue()
+
+
+def make_photos(per_digit: int = 20, seed: int = 0, sides: tuple[int, int] = (160, 900)) -> list[Sample]:
+    """`per_digit` hand-drawn digits of each digit photographed or scanned on paper, the
+    conditions of `_photo` in turn; `kind` names the condition."""
+    rng = np.random.default_rng(seed)
+    samples = []
+    for digit in range(10):
+        for i in range(per_digit):
+            condition = CONDITIONS[i % len(CONDITIONS)]
+            side = int(rng.integers(sides[0], sides[1] + 1))
+            mask = _draw_mask(digit, rng, side)
+            data = _photo(mask, rng, condition)
+            ext = "jpg" if data[:2] == b"\xff\xd8" else ("bmp" if data[:2] == b"BM" else "png")
+            samples.append(Sample(f"{condition}-{digit}-{i:03d}.{ext}", digit, data, condition, "dark-on-light"))
+    return samples
+
+
 def write_set(samples: list[Sample], directory: Path) -> list[Path]:
     directory.mkdir(parents=True, exist_ok=True)
     paths = []

@@ -186,3 +186,21 @@ def test_bad_images_raise_image_error_naming_the_problem(source, message):
 def test_missing_file_is_an_image_error(tmp_path):
     with pytest.raises(ImageError, match="cannot read the file"):
         images.prepare(tmp_path / "missing.png")
+
+
+@pytest.mark.parametrize("condition", ["photo", "ruled", "pencil", "scan"])
+def test_photos_and_scans_of_paper_come_out_like_the_same_digit_drawn_cleanly(condition):
+    """Uneven light and shadows, ruled lines, faint pencil, scanner specks and edges: the 28x28
+    digit matches the one made from the clean drawing (median correlation over ten digits)."""
+    from digit_images import _draw_mask, _photo
+
+    rng = np.random.default_rng(11)
+    scores = []
+    for digit in range(10):
+        mask = _draw_mask(digit, rng, 400)
+        buffer = io.BytesIO()
+        mask.save(buffer, format="PNG")
+        clean = images.prepare(buffer.getvalue()).astype(float)
+        seen = images.prepare(_photo(mask, rng, condition)).astype(float)
+        scores.append(np.corrcoef(clean.ravel(), seen.ravel())[0, 1])
+    assert np.median(scores) >= 0.9, np.round(scores, 3)

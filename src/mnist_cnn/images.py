@@ -5,9 +5,12 @@ One code path for the served model, the `predict` CLI and the tests:
 1. decode PNG, JPEG or BMP (base64 text or bytes), any size and mode, guarded against
    decompression bombs (`MAX_PIXELS`, `MAX_BYTES`);
 2. grayscale; transparent images are laid on the paper colour that contrasts with their ink;
-3. invert when the ink is dark on light paper (decided by the median of the image's border),
-   and stretch contrast so the paper is 0 and the darkest ink 255;
-4. crop to the ink's bounding box;
+3. ink light on dark (inverted when the median of the image's border is light), and photos and
+   scans of paper cleaned: uneven light and shadows divided out (the paper's brightness,
+   estimated by a morphological closing, only when it varies); ruled lines and page or scanner
+   edges (rows or columns inked across the image), specks, shadow wedges and other marks apart
+   from the digit (connected components touching the border, or small) removed;
+4. stretch contrast so the paper is 0 and the darkest ink 255; crop to the ink's bounding box;
 5. thicken strokes too thin to survive the downscale (a hairline at 1000 px would vanish at 20);
 6. scale the longer side to 20 px keeping the aspect ratio (antialiased);
 7. paste into 28x28 with the centre of mass at the centre (clipped to stay inside).
@@ -39,6 +42,12 @@ WORK_SIDE = 1024  # larger images are box-reduced first: faster, and the box is 
 INK_LEVEL = 0.25  # fraction of the ink's range above which a pixel counts for the bounding box
 MIN_CONTRAST = 24.0  # grey levels between paper and ink; less is a blank image
 MIN_STROKE = 1.6  # px: thinner strokes, once at 20 px scale, are thickened before scaling
+PAPER_SCALE = 160  # px: the paper's light is estimated on the image reduced to about this
+PAPER_ELEMENT = 0.12  # closing size, share of the short side: wider than strokes, narrower than shadows
+UNEVEN_PAPER = 20.0  # grey levels of spread in the paper's light above which it is divided out
+MIN_PHOTO_SIDE = 96  # px: smaller images are digital; their strokes are too wide for the closing
+LINE_SHARE = 0.9  # a row or column with ink over this share of its length is a ruled line or an edge
+MARK_SHARE = 0.08  # a component with less of the ink than this share of the largest one's is a speck
 
 _DATA_URL = re.compile(r"^data:image/[a-zA-Z0-9.+-]+;base64,")
 
@@ -149,6 +158,90 @@ def load_gray(source: bytes | str | Path) -> np.ndarray:
     return to_gray(open_image(data))
 
 
+# --- paper: light, lines, marks ------------------------------------------------------------------
+
+
+def _dark_ink(gray: np.ndarray) -> bool:
+    border = np.concatenate([gray[0], gray[-1], gray[1:-1, 0], gray[1:-1, -1]])
+    return float(np.median(border)) > 127.5
+
+
+def _reduce(gray: np.ndarray) -> tuple[np.ndarray, int]:
+    k = max(1, min(gray.shape) // PAPER_SCALE)
+    if k == 1:
+        return gray, 1
+    h, w = gray.shape[0] // k * k, gray.shape[1] // k * k
+    return gray[:h, :w].reshape(h // k, k, w // k, k).mean(axis=(1, 3)), k
+
+
+def _even_light(gray: np.ndarray) -> np.ndarray:
+    """Ink light on dark with uneven light and shadows divided out, or `gray` as it was when its
+    paper is even (a drawing, a scan, a digital image)."""
+    if min(gray.shape) < MIN_PHOTO_SIDE:
+        return gray
+    light = gray if _dark_ink(gray) else 255.0 - gray  # light paper, dark ink
+    small, k = _reduce(light)
+    low, high = np.percentile(small, [5, 95])
+    strokes = _stroke_width(small < (low + high) / 2) if high - low >= MIN_CONTRAST else 0.0
+    side = min(small.shape)
+    size = max(3, int(round(min(max(side * PAPER_ELEMENT, 2.5 * strokes), side * 0.25))) | 1)
+    paper = ndimage.grey_closing(small, size=(size, size))  # strokes thinner than `size` vanish
+    low, high = np.percentile(paper, [5, 95])
+    if high - low < UNEVEN_PAPER:
+        return gray
+    if k > 1:
+        paper = ndimage.zoom(paper, (light.shape[0] / paper.shape[0], light.shape[1] / paper.shape[1]), order=1)
+        paper = np.pad(paper, [(0, max(0, a - b)) for a, b in zip(light.shape, paper.shape)], mode="edge")
+        paper = paper[: light.shape[0], : light.shape[1]]
+    return np.clip(1.0 - light / np.maximum(paper, 1.0), 0.0, 1.0) * 255.0
+
+
+def _without_lines(ink: np.ndarray) -> np.ndarray:
+    """Blank the rows and columns inked across LINE_SHARE of their length (ruled lines, page and
+    scanner edges), unless that would take most of the ink (then it is the digit)."""
+    mask = ink > 0.15 * float(ink.max())
+    rows, cols = mask.mean(axis=1) >= LINE_SHARE, mask.mean(axis=0) >= LINE_SHARE
+    if not rows.any() and not cols.any():
+        return ink
+    out = ink.copy()
+    out[ndimage.binary_dilation(rows), :] = 0.0
+    out[:, ndimage.binary_dilation(cols)] = 0.0
+    return out if out.sum() >= 0.3 * ink.sum() else ink
+
+
+def _only_the_digit(ink: np.ndarray) -> np.ndarray:
+    """Keep the digit's connected components: marks touching the border (shadow wedges, page
+    edges) go when the digit lies inside, and so do specks."""
+    mask = ink > INK_LEVEL * float(ink.max())
+    joined = ndimage.binary_dilation(mask, iterations=max(1, round(0.01 * max(ink.shape))))  # a broken stroke is one mark
+    labels, n = ndimage.label(joined, structure=np.ones((3, 3)))
+    if n <= 1:
+        return ink
+    index = np.arange(1, n + 1)
+    amount = ndimage.sum(ink, labels, index=index)
+    rim = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    inside = ~np.isin(index, rim)
+    if inside.any() and amount[inside].max() >= 0.2 * amount.max():
+        amount = np.where(inside, amount, 0.0)
+    keep = index[amount >= MARK_SHARE * amount.max()]
+    return np.where(np.isin(labels, keep), ink, 0.0)
+
+
+def _clean_paper(gray: np.ndarray) -> np.ndarray:
+    """Step 3 of the recipe: ink light on dark, the paper's light, lines and marks removed."""
+    ink = _even_light(gray)
+    if ink is gray:
+        ink = 255.0 - gray if _dark_ink(gray) else gray
+    floor = float(np.median(np.concatenate([ink[0], ink[-1], ink[:, 0], ink[:, -1]])))
+    ink = np.clip(ink - floor, 0.0, None)
+    if float(ink.max()) < MIN_CONTRAST:
+        raise NoDigit("no digit found: the image is blank or has almost no contrast")
+    return _only_the_digit(_without_lines(ink))
+
+
+# --- the MNIST recipe ------------------------------------------------------------------------------
+
+
 def _ink_up(gray: np.ndarray) -> np.ndarray:
     """Ink light on dark, paper at 0, strongest ink at 255 (MNIST's polarity and range)."""
     border = np.concatenate([gray[0], gray[-1], gray[1:-1, 0], gray[1:-1, -1]])
@@ -197,7 +290,7 @@ def _resize(gray: np.ndarray, width: int, height: int) -> np.ndarray:
 
 def mnist_style(gray: np.ndarray) -> np.ndarray:
     """(H, W) grey levels to a (28, 28) uint8 digit, MNIST's recipe (see the module docstring)."""
-    gray = _ink_up(np.asarray(gray, dtype=np.float32))
+    gray = _ink_up(_clean_paper(np.asarray(gray, dtype=np.float32)))
     _, mask, scale = _crop(gray, 0)
     thick = _thicken(gray, mask, scale)
     if thick is not gray:  # thicker strokes reach further: box again
