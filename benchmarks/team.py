@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 import uuid
+import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -103,6 +104,10 @@ def main() -> None:
     log_path = work / "benchmark.log"
     print(f"working in {work} (log: {log_path})", flush=True)
     from mnist_cnn import stack
+    from mnist_cnn.entrypoint import quiet_libraries
+
+    quiet_libraries()
+    warnings.filterwarnings("ignore", message="Add type hints to the `predict` method")
 
     results: dict = {}
     with open(log_path, "w") as log:

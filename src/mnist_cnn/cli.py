@@ -195,7 +195,8 @@ def _app(args: argparse.Namespace) -> int:
 
     model = _model_or_champion(args)
     store = None if args.no_feedback else FeedbackStore(args.feedback_dir, args.feedback_limit)
-    app = create_app(Classifier.load(model), model, store)
+    label = Path(model).name if Path(model).is_file() else model  # a file's name; a URI as it is
+    app = create_app(Classifier.load(model), label, store)
     where = f"into {args.feedback_dir}/<label>/" if store else "off"
     print(f"mnist-cnn app on http://{args.host}:{args.port}/ (model {model}; feedback {where}); Ctrl+C stops", file=sys.stderr, flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
