@@ -192,14 +192,22 @@ def test_exp_run_with_set_param_retrains_and_registers_a_new_version(project):
 
 
 def test_light_stages_never_import_tensorflow(project, tmp_path):
+    from digit_images import make_set
+
+    from mnist_cnn.feedback import FeedbackStore
+
     dest, _, server = project
     env = clean_env(MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'other.db'}")
+    sample = make_set(per_digit=1, seed=1)[4]
+    FeedbackStore(tmp_path / "feedback").save(sample.data, sample.digit)  # the feedback path runs too
     for args in (
         ["stages/download.py", "--out-dir", str(tmp_path / "raw")],
-        ["stages/preprocess.py", "--raw-dir", str(tmp_path / "raw"), "--out-dir", str(tmp_path / "processed")],
+        ["stages/preprocess.py", "--raw-dir", str(tmp_path / "raw"), "--feedback-dir", str(tmp_path / "feedback"),
+         "--out-dir", str(tmp_path / "processed")],
     ):
         run([sys.executable, "-c", BLOCK_TF, *args], dest, env=env)
     assert (tmp_path / "processed" / "test.npz").is_file()
+    assert len(np.load(tmp_path / "processed" / "feedback.npz")["y"]) == 1
 
 
 def test_unreachable_tracking_server_is_one_clear_error(project, tmp_path):

@@ -32,6 +32,8 @@ from mnist_cnn.tuning.trial import load_trial_data, run_trial
 
 log = logging.getLogger(__name__)
 
+WAIT_S = 2.0  # between looks at a study whose last trials run elsewhere
+
 
 def make_sampler(params: Params, seed: int, parallel: bool) -> optuna.samplers.BaseSampler:
     sampler = params.tune.sampler
@@ -94,7 +96,8 @@ def _set_threads(threads: int) -> None:
 
 
 def worker(spec: WorkerSpec) -> None:
-    """Claim and run trials until the study holds `n_trials` of them or the deadline passes."""
+    """Claim and run trials until the study holds `n_trials` finished ones or the deadline
+    passes; while the last slots are held by trials running elsewhere, wait for them."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     _set_threads(spec.threads)
     params = config.load_params(spec.params_path, list(spec.overrides))
@@ -108,9 +111,15 @@ def worker(spec: WorkerSpec) -> None:
     mlflow.set_tracking_uri(spec.tracking_uri)
     while spec.deadline is None or time.time() < spec.deadline:
         trial = claim(study, params.tune.n_trials, claim_lock(spec.storage, params.tune.study_name, Path(spec.lock)))
-        if trial is None:
+        if trial is not None:
+            run_trial(trial, study, params, train, val, spec.experiment_id, spec.parent_run_id)
+            continue
+        counts = count_trials(study)
+        if counts["COMPLETE"] + counts["PRUNED"] >= params.tune.n_trials:
             return
-        run_trial(trial, study, params, train, val, spec.experiment_id, spec.parent_run_id)
+        # The last slots are held by trials running elsewhere (other workers, other machines):
+        # wait until they finish, or until they are failed as dead and a slot opens again.
+        time.sleep(WAIT_S)
 
 
 def _worker_process(spec: WorkerSpec) -> None:
