@@ -161,9 +161,12 @@ def load_gray(source: bytes | str | Path) -> np.ndarray:
 # --- paper: light, lines, marks ------------------------------------------------------------------
 
 
+def _border(gray: np.ndarray) -> np.ndarray:
+    return np.concatenate([gray[0], gray[-1], gray[1:-1, 0], gray[1:-1, -1]])
+
+
 def _dark_ink(gray: np.ndarray) -> bool:
-    border = np.concatenate([gray[0], gray[-1], gray[1:-1, 0], gray[1:-1, -1]])
-    return float(np.median(border)) > 127.5
+    return float(np.median(_border(gray))) > 127.5
 
 
 def _reduce(gray: np.ndarray) -> tuple[np.ndarray, int]:
@@ -232,7 +235,7 @@ def _clean_paper(gray: np.ndarray) -> np.ndarray:
     ink = _even_light(gray)
     if ink is gray:
         ink = 255.0 - gray if _dark_ink(gray) else gray
-    floor = float(np.median(np.concatenate([ink[0], ink[-1], ink[:, 0], ink[:, -1]])))
+    floor = float(np.median(_border(ink)))
     ink = np.clip(ink - floor, 0.0, None)
     if float(ink.max()) < MIN_CONTRAST:
         raise NoDigit("no digit found: the image is blank or has almost no contrast")
@@ -243,11 +246,8 @@ def _clean_paper(gray: np.ndarray) -> np.ndarray:
 
 
 def _ink_up(gray: np.ndarray) -> np.ndarray:
-    """Ink light on dark, paper at 0, strongest ink at 255 (MNIST's polarity and range)."""
-    border = np.concatenate([gray[0], gray[-1], gray[1:-1, 0], gray[1:-1, -1]])
-    if float(np.median(border)) > 127.5:  # dark ink on light paper: invert
-        gray = 255.0 - gray
-        border = 255.0 - border
+    """Light ink on dark paper (from `_clean_paper`) stretched: paper at 0, strongest ink at 255."""
+    border = _border(gray)
     median = float(np.median(border))
     paper = median + 3.0 * 1.4826 * float(np.median(np.abs(border - median)))  # above the paper's grain
     ink = float(gray.max())

@@ -262,23 +262,27 @@ def _stop_mlflow(folder: Path, timeout: float = 30.0) -> bool:
             os.killpg(pid, sig)  # the server and its uvicorn workers
         except ProcessLookupError:
             break
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            try:
-                if os.waitpid(pid, os.WNOHANG)[0] == pid:
-                    break
-            except ChildProcessError:
-                pass  # started by another process: poll
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                break
-            time.sleep(0.2)
-        else:
-            continue
-        break
+        if _gone(pid, wait):
+            break
     _pid_path(folder).unlink(missing_ok=True)
     return True
+
+
+def _gone(pid: int, wait: float) -> bool:
+    """Whether process `pid` ends within `wait` seconds (reaped if it is our child)."""
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        try:
+            if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                return True
+        except ChildProcessError:
+            pass  # started by another process: poll
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.2)
+    return False
 
 
 # --- commands -------------------------------------------------------------------------------
