@@ -51,6 +51,8 @@ def main() -> None:
     from mlflow import MlflowClient
     from playwright.sync_api import sync_playwright
 
+    from mnist_cnn import tracking
+
     store = f"sqlite:///{(args.project / 'mlflow.db').resolve()}"
     client = MlflowClient(tracking_uri=store)
     experiment = client.get_experiment_by_name("mnist-cnn")
@@ -61,7 +63,7 @@ def main() -> None:
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     ui = subprocess.Popen(["mlflow", "ui", "--backend-store-uri", store, "-h", "127.0.0.1", "-p", str(port)],
                           cwd=args.project, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    view = "?workflowType=machine_learning"  # MLflow 3.17's UI otherwise opens on its GenAI view
+    view = "?" + tracking.ML_VIEW  # MLflow 3.17's UI otherwise opens on its GenAI view
     runs = f"{url}/#/experiments/{experiment.experiment_id}"
     pages = {
         "mlflow_runs.png": f"{runs}/runs{view}",

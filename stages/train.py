@@ -32,7 +32,7 @@ def main() -> None:
     experiment = tracking.configure(params.tracking, root)
     with tracking.stage_run("train", experiment, root, system_metrics=True) as run:
         tracking.log_training_inputs(params, args.data_dir, {"train": train_split, "val": val_split}, checksums)
-        result = training.train(params.model, params.train, train_split, val_split, work_dir, on_epoch=[tracking.epoch_logger()])
+        result = training.train(params.model, params.train, train_split, val_split, work_dir, on_epoch=[tracking.log_epoch])
         summary = result.summary()
         mlflow.log_metrics({k: float(v) for k, v in summary.items()})
         curves = figures.learning_curves(result.history, result.best_epoch)

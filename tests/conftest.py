@@ -179,3 +179,11 @@ def wait_until_up(url: str, proc: subprocess.Popen | None = None, timeout: float
             pass
         time.sleep(0.5)
     pytest.fail(f"{url} did not answer within {timeout:.0f}s")
+
+
+def chromium() -> str:
+    """Debian's chromium, for Playwright's `executable_path`."""
+    path = os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    if not path:
+        pytest.fail("Debian's chromium is missing: tests/system-packages.sh installs it (or set CHROMIUM)")
+    return path

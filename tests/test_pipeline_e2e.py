@@ -84,9 +84,9 @@ def test_runs_of_one_repro_share_a_pipeline_id_and_evaluate_joins_the_train_run(
     assert all(r.data.tags["mlflow.parentRunId"] == parent for r in by_stage.values()), "one repro, one unit in the UI"
     train = by_stage["train"]
     # evaluate logged into the train run: model, curves and test metrics together
-    assert "test_accuracy" in train.data.metrics and "val_accuracy" in train.data.metrics
+    assert "test_accuracy" in train.data.metrics and "epoch/val_accuracy" in train.data.metrics
     assert train.data.params["model.filters"] == "[32, 64]"
-    history = client_for(dest).get_metric_history(train.info.run_id, "val_accuracy")
+    history = client_for(dest).get_metric_history(train.info.run_id, "epoch/val_accuracy")
     assert [m.step for m in history] == [1, 2]
     artifacts = {a.path for a in client_for(dest).list_artifacts(train.info.run_id, "evaluation")}
     assert "evaluation/confusion_matrix.png" in artifacts and "evaluation/worst_predictions.png" in artifacts

@@ -318,7 +318,7 @@ def test_a_study_finishes_when_the_mlflow_server_dies_and_is_restarted_mid_trial
     for trial in study.trials:
         logged = client.get_run(trial.user_attrs["mlflow_run_id"])
         assert logged.info.status == "FINISHED"
-        history = client.get_metric_history(logged.info.run_id, "val_accuracy")
+        history = client.get_metric_history(logged.info.run_id, "epoch/val_accuracy")
         assert [m.step for m in history] == list(range(1, trial.user_attrs["epochs_trained"] + 1)), "no epoch lost"
 
 

@@ -187,7 +187,7 @@ def test_study_logs_nested_runs_and_writes_best_params(workdir, processed):
         assert child.data.params["train.epochs"] == "2"
         assert child.data.params["tune.train_images"] == "800"  # half of the training split: never the test set
         assert child.data.metrics["trial_seconds"] > 0
-        history = mlflow_client(workdir).get_metric_history(child.info.run_id, "val_accuracy")
+        history = mlflow_client(workdir).get_metric_history(child.info.run_id, "epoch/val_accuracy")
         assert [m.step for m in history] == list(range(1, int(child.data.metrics["epochs_trained"]) + 1))
         assert not mlflow_client(workdir).list_artifacts(child.info.run_id), "trials log no model"
 

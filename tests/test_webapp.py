@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import io
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -19,7 +18,7 @@ import pytest
 import requests
 
 import tiny_model
-from conftest import ROOT, SUBSET, free_port, stage_cmd, subset_sha256, wait_until_up
+from conftest import ROOT, SUBSET, chromium, free_port, stage_cmd, subset_sha256, wait_until_up
 from digit_images import make_set
 
 pytestmark = pytest.mark.slow
@@ -185,13 +184,6 @@ def test_preprocess_makes_feedback_a_split_of_its_own_or_folds_it_into_training(
 
 
 # --- the page in a real browser -----------------------------------------------------------------
-
-
-def chromium() -> str:
-    path = os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
-    if not path:
-        pytest.fail("Debian's chromium is missing: tests/system-packages.sh installs it (or set CHROMIUM)")
-    return path
 
 
 def seen_pixels(page) -> np.ndarray:

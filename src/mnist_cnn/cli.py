@@ -1,4 +1,4 @@
-"""The `mnist-cnn` console script: params, preset, serve, predict, export, tune, stage, stack, app.
+"""The `mnist-cnn` console script: params, preset, ui, serve, predict, export, tune, stage, stack, app.
 
 Each subcommand imports what it needs when it runs, so `params` and `preset` answer without
 loading MLflow or TensorFlow."""
@@ -18,6 +18,7 @@ import numpy as np
 
 from mnist_cnn import atomic, config, figures, images, presets
 from mnist_cnn.entrypoint import add_params_args, run_main
+from mnist_cnn.errors import TrackingError
 from mnist_cnn.schema import dump_yaml, read_yaml, to_dict
 
 
@@ -32,6 +33,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     preset.add_argument("name", nargs="?", help="preset to apply; omit to list them")
     preset.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file to update (default: params.yaml)")
+    ui = sub.add_parser(
+        "ui", help="`mlflow ui` over the project's tracking store, with links that open on the model-training view",
+        description="Prints links to the experiment's runs and the registered model, on MLflow's model-training view "
+        "(MLflow 3.17's UI opens on its GenAI view otherwise), then runs `mlflow ui`. With MLFLOW_TRACKING_URI set to a "
+        "server, that server is the UI: only the links are printed.",
+    )
+    ui.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    ui.add_argument("--port", type=int, default=5000)
+    add_params_args(ui)
     serve = sub.add_parser("serve", help="serve the registry's champion with `mlflow models serve` (local environment)")
     serve.add_argument("--model", help="model URI (default: models:/<register.model_name>@<register.champion_alias>)")
     serve.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
@@ -94,6 +104,37 @@ def build_parser() -> argparse.ArgumentParser:
     stack.add_argument("--pg-port", type=int, help="PostgreSQL port (default 5433)")
     stack.add_argument("--mlflow-port", type=int, help="MLflow server port (default 5000)")
     return parser
+
+
+def _ui(args: argparse.Namespace) -> int:
+    import mlflow
+
+    from mnist_cnn import tracking
+
+    params = config.load_params(args.params, args.overrides)
+    root = config.project_root()
+    uri = tracking.tracking_uri(root)
+    server = uri.startswith(("http://", "https://"))
+    tracking.check_reachable(uri)
+    experiment = None
+    if server or not uri.startswith("sqlite:///") or Path(uri[len("sqlite:///") :]).is_file():
+        try:
+            experiment = mlflow.MlflowClient(uri).get_experiment_by_name(params.tracking.experiment)
+        except mlflow.exceptions.MlflowException as exc:
+            raise TrackingError(f"tracking store {uri} cannot be read: {exc.message.splitlines()[0]}") from None
+    links = tracking.ui_links(uri if server else f"http://{args.host}:{args.port}", experiment and experiment.experiment_id,
+                              params.register.model_name)
+    if experiment is None:
+        print(f"experiment {params.tracking.experiment!r} has no runs yet in {uri}; `dvc repro` makes them", file=sys.stderr)
+    print(f"runs:  {links['runs']}\nmodel: {links['models']}", flush=True)
+    if server:
+        print(f"(the tracking server {uri} is the UI)", file=sys.stderr)
+        return 0
+    cmd = ["mlflow", "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port)]
+    print(" ".join(cmd) + "   (Ctrl+C stops)", file=sys.stderr, flush=True)
+    os.chdir(root)  # mlflow ui's own default folders (mlartifacts/) are the project's
+    os.execvp(cmd[0], cmd)
+    return 0
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -276,7 +317,7 @@ def _apply_preset(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    commands = {"params": _show_params, "preset": _apply_preset, "serve": _serve, "predict": _predict, "export": _export, "tune": _tune,
+    commands = {"params": _show_params, "preset": _apply_preset, "ui": _ui, "serve": _serve, "predict": _predict, "export": _export, "tune": _tune,
                 "stage": _stage, "stack": _stack, "app": _app}
     trains_or_predicts = args.command in ("predict", "export", "app") or (args.command == "tune" and not args.apply)
     run_main(lambda: commands[args.command](args), tensorflow=trains_or_predicts)

@@ -36,8 +36,11 @@ TAG_PIPELINE = "mnist_cnn.pipeline_id"
 TAG_COMMIT = "mnist_cnn.git_commit"
 TAG_DIRTY = "mnist_cnn.git_dirty"
 TAG_NOTE = "mlflow.note.content"  # the run's description in the MLflow UI
-# Opens the experiment on MLflow's model-training view (the UI's default is the GenAI view).
+# MLflow's own label for a model-training experiment. MLflow 3.17's UI does not read it for the
+# landing view (that follows a per-browser switch, GenAI by default): links carry ML_VIEW.
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+ML_VIEW = "workflowType=machine_learning"
+EPOCH_PREFIX = "epoch/"
 
 
 def tracking_uri(root: Path | None = None) -> str:
@@ -237,13 +240,11 @@ def log_table(rows: list[dict[str, Any]], artifact_file: str) -> None:
         mlflow.log_artifact(str(csv), str(Path(artifact_file).parent) if Path(artifact_file).parent != Path(".") else None)
 
 
-def epoch_logger():
-    """A training hook logging each epoch's metrics as MLflow curves (step = epoch)."""
-
-    def hook(epoch: int, row: dict[str, float]) -> None:
-        mlflow.log_metrics(row, step=epoch)
-
-    return hook
+def log_epoch(epoch: int, row: dict[str, float]) -> None:
+    """One epoch's values (a row of the history CSV) as MLflow curves, step = epoch, named
+    `epoch/<column>`: the UI shows a `prefix/` section before its "Model metrics", so the curves
+    come first and the run's single values (test_*, best_*) follow as bars."""
+    mlflow.log_metrics({EPOCH_PREFIX + name: value for name, value in row.items()}, step=epoch)
 
 
 def run_info(run: Any, model_info: Any) -> dict[str, str]:
@@ -255,6 +256,13 @@ def run_info(run: Any, model_info: Any) -> dict[str, str]:
         "model_id": model_info.model_id,
         "tracking_uri": mlflow.get_tracking_uri(),
     }
+
+
+def ui_links(base_url: str, experiment_id: str | None, model_name: str) -> dict[str, str]:
+    """Links into an MLflow UI at base_url that open on the model-training view."""
+    base = base_url.rstrip("/")
+    runs = f"{base}/#/experiments/{experiment_id}/runs?{ML_VIEW}" if experiment_id else f"{base}/#/experiments?{ML_VIEW}"
+    return {"runs": runs, "models": f"{base}/#/models/{model_name}?{ML_VIEW}"}
 
 
 def log_dataset(split: Split, name: str, source: Path, sha256: str, context: str) -> Any:

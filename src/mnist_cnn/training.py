@@ -143,8 +143,8 @@ def _epoch_callback(hook: EpochHook, timings: list[float]):
             if "learning_rate" not in logs:
                 logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
             row = {_METRIC_NAMES[k]: float(v) for k, v in logs.items() if k in _METRIC_NAMES}
-            row["epoch_seconds"] = time.perf_counter() - self._t0
-            timings.append(row["epoch_seconds"])
+            row["seconds"] = time.perf_counter() - self._t0
+            timings.append(row["seconds"])
             hook(epoch + 1, row)
 
     return _Hook()

@@ -100,7 +100,7 @@ def run_trial(
     def on_epoch(epoch: int, row: dict[str, float]) -> None:
         nonlocal epochs_done
         epochs_done = epoch
-        mlflow.log_metrics(row, step=epoch)
+        tracking.log_epoch(epoch, row)
         trial.set_user_attr("epochs_trained", epoch)
 
     try:
