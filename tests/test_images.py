@@ -204,3 +204,23 @@ def test_photos_and_scans_of_paper_come_out_like_the_same_digit_drawn_cleanly(co
         seen = images.prepare(_photo(mask, rng, condition)).astype(float)
         scores.append(np.corrcoef(clean.ravel(), seen.ravel())[0, 1])
     assert np.median(scores) >= 0.9, np.round(scores, 3)
+
+
+@pytest.mark.parametrize("shadowed", [0.6, 0.9])
+def test_a_shadow_over_most_of_the_border_does_not_flip_the_ink(shadowed):
+    """Dark ink on a sheet mostly in shadow: the border's median is dark, yet the ink is still
+    read as dark (the old rule, border median against mid-grey, inverted the image)."""
+    from digit_images import _draw_mask
+
+    mask = _draw_mask(4, np.random.default_rng(3), 400)
+    a = np.asarray(mask, dtype=np.float64) / 255.0
+    paper = np.full(a.shape, 200.0)
+    xx = np.mgrid[0 : a.shape[0], 0 : a.shape[1]][1] / a.shape[1]
+    paper[xx < shadowed] = 95.0  # the phone's shadow over the left of the sheet, a sharp edge
+    photo = paper + (0.3 * paper - paper) * a  # the ink darkens whatever light falls on it
+    assert np.median(images._border(photo)) < 127.5
+    buffer = io.BytesIO()
+    mask.save(buffer, format="PNG")
+    clean = images.prepare(buffer.getvalue()).astype(float)
+    seen = images.prepare(encode(Image.fromarray(photo.astype(np.uint8), "L"))).astype(float)
+    assert np.corrcoef(clean.ravel(), seen.ravel())[0, 1] >= 0.9

@@ -130,6 +130,10 @@ def test_mlflow_shows_datasets_system_metrics_descriptions_and_the_model_trainin
     assert contexts == {"train": {"training"}, "val": {"validation"}, "test": {"testing"}}
     assert any(k.startswith("system/cpu_utilization") for k in train.data.metrics), sorted(train.data.metrics)
     assert not [k for k in train.data.metrics if "_digit_" in k], "per-digit figures live in the report table"
+    # The UI shows `prefix/` sections before its plain "Model metrics": every curve under epoch/, no single value there.
+    model_metrics = [k for k in train.data.metrics if not k.startswith("system/")]
+    curves = {k for k in model_metrics if len(client.get_metric_history(train.info.run_id, k)) > 1}
+    assert curves == {k for k in model_metrics if k.startswith("epoch/")} and "epoch/val_loss" in curves, sorted(model_metrics)
     info = json.loads((dest / "models" / "run.json").read_text())
     linked = client.get_logged_model(info["model_id"]).metrics
     assert any(m.key == "test_accuracy" and m.dataset_name == "test" for m in linked), "test metrics link model and dataset"

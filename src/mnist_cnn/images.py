@@ -5,8 +5,8 @@ One code path for the served model, the `predict` CLI and the tests:
 1. decode PNG, JPEG or BMP (base64 text or bytes), any size and mode, guarded against
    decompression bombs (`MAX_PIXELS`, `MAX_BYTES`);
 2. grayscale; transparent images are laid on the paper colour that contrasts with their ink;
-3. ink light on dark (inverted when the median of the image's border is light), and photos and
-   scans of paper cleaned: uneven light and shadows divided out (the paper's brightness,
+3. ink light on dark (inverted when the border's lighter part lies near the image's light end),
+   and photos and scans of paper cleaned: uneven light and shadows divided out (the paper's brightness,
    estimated by a morphological closing, only when it varies); ruled lines and page or scanner
    edges (rows or columns inked across the image), specks, shadow wedges and other marks apart
    from the digit (connected components touching the border, or small) removed;
@@ -42,6 +42,7 @@ WORK_SIDE = 1024  # larger images are box-reduced first: faster, and the box is 
 INK_LEVEL = 0.25  # fraction of the ink's range above which a pixel counts for the bounding box
 MIN_CONTRAST = 24.0  # grey levels between paper and ink; less is a blank image
 MIN_STROKE = 1.6  # px: thinner strokes, once at 20 px scale, are thickened before scaling
+PAPER_PERCENTILE = 90  # of the border's grey levels: the paper, even when a shadow covers most of the border
 PAPER_SCALE = 160  # px: the paper's light is estimated on the image reduced to about this
 PAPER_ELEMENT = 0.12  # closing size, share of the short side: wider than strokes, narrower than shadows
 UNEVEN_PAPER = 20.0  # grey levels of spread in the paper's light above which it is divided out
@@ -166,7 +167,11 @@ def _border(gray: np.ndarray) -> np.ndarray:
 
 
 def _dark_ink(gray: np.ndarray) -> bool:
-    return float(np.median(_border(gray))) > 127.5
+    """Whether the ink is darker than the paper: the border's lighter part (a shadow may darken
+    most of it, so not its median) lies nearer the image's light end than its dark end."""
+    paper = float(np.percentile(_border(gray), PAPER_PERCENTILE))
+    dark, light = np.percentile(gray, [0.2, 99.8])  # the extremes, past a few noisy pixels
+    return paper - float(dark) > float(light) - paper
 
 
 def _reduce(gray: np.ndarray) -> tuple[np.ndarray, int]:
