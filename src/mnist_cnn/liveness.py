@@ -24,14 +24,16 @@ def owner_token() -> str:
 
 def is_dead(owner: object) -> bool:
     """True when `owner` names a process of this machine that no longer runs. Other machines'
-    processes are never judged dead here (for Optuna on a database, heartbeats decide)."""
+    processes are never judged dead here (for Optuna on a database, heartbeats decide). A zombie
+    (exited, not yet reaped by a parent that is busy waiting on another child) is dead."""
     if not isinstance(owner, str):
         return False
     try:
         host, pid, started = owner.rsplit(":", 2)
         if host != socket.gethostname():
             return False
-        return abs(psutil.Process(int(pid)).create_time() - float(started)) > 1.0
+        process = psutil.Process(int(pid))
+        return abs(process.create_time() - float(started)) > 1.0 or process.status() == psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return True
     except (ValueError, psutil.Error):
