@@ -68,9 +68,11 @@ def main() -> None:
 
     from digit_images import CONDITIONS, make_photos, make_set
 
-    from mnist_cnn import images
+    from mnist_cnn import entrypoint, images
     from mnist_cnn.serving.network import Classifier
 
+    entrypoint.quiet_libraries()
+    entrypoint.load_tensorflow()
     with tempfile.TemporaryDirectory() as tmp:
         if args.model is None:
             if not args.mnist:
