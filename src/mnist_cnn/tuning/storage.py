@@ -74,10 +74,11 @@ def open_storage(location: str, workers: int, heartbeat_s: float = 30) -> optuna
             "file (leave tune.storage empty), a journal path, or a server database such as postgresql://..."
         )
     try:
-        return optuna.storages.RDBStorage(
-            location, heartbeat_interval=max(1, round(heartbeat_s)), grace_period=max(4, round(4 * heartbeat_s)),
-            engine_kwargs={"pool_pre_ping": True}, heartbeat_stale_trial_callback=_kill_trial_run,
-        )
+        with _known_experimental():
+            return optuna.storages.RDBStorage(
+                location, heartbeat_interval=max(1, round(heartbeat_s)), grace_period=max(4, round(4 * heartbeat_s)),
+                engine_kwargs={"pool_pre_ping": True}, heartbeat_stale_trial_callback=_kill_trial_run,
+            )
     except Exception as exc:  # sqlalchemy errors, missing drivers, bad URLs
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         hint = " (install the database driver, e.g. psycopg[binary])" if "DB access module" in first else ""
@@ -111,8 +112,17 @@ def fail_stale_trials(study: optuna.Study) -> list[int]:
         failed.append(trial.number)
         liveness.kill_run(trial.user_attrs.get(MLFLOW_RUN_ATTR))
         log.warning("trial %d was left running by a worker that died; marked failed", trial.number)
-    optuna.storages.fail_stale_trials(study)  # other machines' trials, by heartbeat (RDB storages)
+    with _known_experimental():
+        optuna.storages.fail_stale_trials(study)  # other machines' trials, by heartbeat (RDB storages)
     return failed
+
+
+@contextlib.contextmanager
+def _known_experimental() -> Iterator[None]:
+    """Optuna's heartbeats are experimental and used by choice: no warning for every caller."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        yield
 
 
 @functools.cache
