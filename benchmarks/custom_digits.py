@@ -9,7 +9,7 @@ with the four IDX `.gz` files, default `$MNIST_MIRROR`; about a minute on 2 core
 accuracy of `images.prepare` (the path the server and CLI use), of plain resizing to 28x28, and
 of plain resizing with the polarity fixed, overall and by kind and polarity.
 
-    MNIST_MIRROR=../shared/mnist python benchmarks/custom_digits.py [--model m.keras] [--per-digit 40]
+    MNIST_MIRROR=/path/to/mnist python benchmarks/custom_digits.py [--model m.keras] [--per-digit 40]
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Prints per-stage wall time and peak memory, test accuracy and loss, and the time of a second
 `dvc repro` with nothing changed. Usage (from the project root):
 
-    MNIST_MIRROR=../shared/mnist python benchmarks/pipeline.py [--set train.epochs=2] [--keep DIR]
+    MNIST_MIRROR=/path/to/mnist python benchmarks/pipeline.py [--set train.epochs=2] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -51,10 +51,12 @@ def timed(cmd: list[str], cwd: Path, env: dict[str, str], log) -> tuple[float, f
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--mirror", default=os.environ.get("MNIST_MIRROR", str(ROOT.parent / "shared" / "mnist")))
+    parser.add_argument("--mirror", default=os.environ.get("MNIST_MIRROR"), help="MNIST IDX directory (default: $MNIST_MIRROR)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--keep", type=Path, help="run in this directory and keep it")
     args = parser.parse_args()
+    if not args.mirror:
+        sys.exit("give --mirror or set MNIST_MIRROR: a directory holding the four MNIST IDX .gz files")
 
     work = args.keep or Path(tempfile.mkdtemp(prefix="mnist-bench-"))
     work.mkdir(parents=True, exist_ok=True)

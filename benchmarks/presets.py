@@ -5,7 +5,7 @@ split, is scored on the 10,000 test images, and the table shows test accuracy, t
 training seconds, the ratio to the seed preset's time, images per second and peak RSS. An
 accuracy-versus-time plot is saved beside the JSON results.
 
-    MNIST_MIRROR=../shared/mnist python benchmarks/presets.py [--presets seed fast accurate] [--out DIR]
+    MNIST_MIRROR=/path/to/mnist python benchmarks/presets.py [--presets seed fast accurate] [--out DIR]
 """
 
 from __future__ import annotations
@@ -87,11 +87,13 @@ def plot(rows: list[dict], path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--presets", nargs="+", default=["seed", "fast", "accurate"])
-    parser.add_argument("--mirror", default=os.environ.get("MNIST_MIRROR", str(ROOT.parent / "shared" / "mnist")))
+    parser.add_argument("--mirror", default=os.environ.get("MNIST_MIRROR"), help="MNIST IDX directory (default: $MNIST_MIRROR)")
     parser.add_argument("--out", type=Path, default=None, help="folder for results.json and the plot")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="override applied to every preset")
     parser.add_argument("--worker", nargs=3, metavar=("PRESET", "DATA_DIR", "RESULT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if not args.mirror:
+        sys.exit("give --mirror or set MNIST_MIRROR: a directory holding the four MNIST IDX .gz files")
     if args.worker:
         worker(args.worker[0], Path(args.worker[1]), Path(args.worker[2]), args.overrides)
         return

@@ -9,7 +9,7 @@ the single-machine defaults (journal file + SQLite), in temp copies of the proje
 3. `dvc repro` from scratch (download, preprocess, train, evaluate, register) in clone A, then
    `dvc push`; in a fresh `git clone` B: `dvc pull` + the no-op `dvc repro`.
 
-    MNIST_MIRROR=../shared/mnist python benchmarks/team.py [--trials 6] [--preset fast] [--keep DIR]
+    MNIST_MIRROR=/path/to/mnist python benchmarks/team.py [--trials 6] [--preset fast] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pipeline import copy_project  # noqa: E402
 from tuning import sh  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
 GIT = ["git", "-c", "user.name=bench", "-c", "user.email=bench@localhost"]
 
 
@@ -85,13 +84,15 @@ def tracking_latency(uri: str, epochs: int, gates: int) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--mirror", default=os.environ.get("MNIST_MIRROR", str(ROOT.parent / "shared" / "mnist")))
+    parser.add_argument("--mirror", default=os.environ.get("MNIST_MIRROR"), help="MNIST IDX directory (default: $MNIST_MIRROR)")
     parser.add_argument("--trials", type=int, default=6, help="trials per tuning measurement")
     parser.add_argument("--preset", default="fast", help="preset of the dvc repro measurement (default: fast)")
     parser.add_argument("--set", dest="overrides", action="append", default=["tune.epochs=1", "tune.train_fraction=0.1"],
                         metavar="KEY=VALUE", help="tune overrides (default: tune.epochs=1, tune.train_fraction=0.1)")
     parser.add_argument("--keep", type=Path, help="run in this directory and keep it")
     args = parser.parse_args()
+    if not args.mirror:
+        sys.exit("give --mirror or set MNIST_MIRROR: a directory holding the four MNIST IDX .gz files")
 
     work = args.keep or Path(tempfile.mkdtemp(prefix="mnist-team-bench-"))
     work.mkdir(parents=True, exist_ok=True)

@@ -6,7 +6,7 @@
 3. `mnist-cnn tune --apply` (the pruned study's best) and `dvc repro`: the tuned model's test
    accuracy, and whether it became champion.
 
-    MNIST_MIRROR=../shared/mnist python benchmarks/tuning.py [--trials 20] [--set tune.epochs=3] [--keep DIR]
+    MNIST_MIRROR=/path/to/mnist python benchmarks/tuning.py [--trials 20] [--set tune.epochs=3] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pipeline import copy_project  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def sh(cmd: list[str], cwd: Path, env: dict[str, str], log) -> float:
@@ -56,11 +55,13 @@ def study_figures(work: Path, name: str, seconds: float) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--mirror", default=os.environ.get("MNIST_MIRROR", str(ROOT.parent / "shared" / "mnist")))
+    parser.add_argument("--mirror", default=os.environ.get("MNIST_MIRROR"), help="MNIST IDX directory (default: $MNIST_MIRROR)")
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="tune override for both studies")
     parser.add_argument("--keep", type=Path, help="run in this directory and keep it")
     args = parser.parse_args()
+    if not args.mirror:
+        sys.exit("give --mirror or set MNIST_MIRROR: a directory holding the four MNIST IDX .gz files")
 
     work = args.keep or Path(tempfile.mkdtemp(prefix="mnist-tune-bench-"))
     work.mkdir(parents=True, exist_ok=True)
