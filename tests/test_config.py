@@ -16,9 +16,7 @@ from mnist_cnn import config
 from mnist_cnn.config import (
     MNIST_FILES,
     DataParams,
-    ModelParams,
     Params,
-    TrainParams,
     apply_overrides,
     load_params,
 )

@@ -12,7 +12,6 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
-import matplotlib
 import matplotlib.pyplot as plt
 import mlflow
 import optuna
