@@ -1,7 +1,7 @@
 """Take the README's screenshots of the MLflow UI with headless Chromium.
 
 Starts `mlflow ui` on 127.0.0.1 over a project's tracking store (after a `dvc repro`), opens
-the runs table, the champion's train run and the registered model in Debian's `chromium` driven by
+the runs table, the champion's train run and its charts, and the registered model in Debian's `chromium` driven by
 Playwright, and writes PNGs into docs/img/.
 
     pip install playwright && apt-get install chromium
@@ -68,6 +68,7 @@ def main() -> None:
     pages = {
         "mlflow_runs.png": f"{runs}/runs{view}",
         "mlflow_run.png": f"{runs}/runs/{run_id}{view}",
+        "mlflow_charts.png": f"{runs}/runs/{run_id}/model-metrics{view}",
         "mlflow_registry.png": f"{url}/#/models/mnist-cnn{view}",
     }
     args.out.mkdir(parents=True, exist_ok=True)
@@ -84,6 +85,11 @@ def main() -> None:
                 if close.count():  # the assistant side panel hides half the page
                     close.first.click()
                     page.wait_for_timeout(500)
+                expand = page.locator("[role=gridcell] button[data-component-id*=runnamecellrenderer]")
+                if name == "mlflow_runs.png" and expand.count():  # show the pipeline's stage runs
+                    expand.first.click()
+                    page.evaluate("document.activeElement && document.activeElement.blur()")
+                    page.wait_for_timeout(2000)
                 page.screenshot(path=str(args.out / name))
                 print(args.out / name)
             browser.close()
