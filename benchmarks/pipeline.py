@@ -22,6 +22,13 @@ STAGES = ("download", "preprocess", "train", "evaluate", "register")
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def add_mirror_option(parser: argparse.ArgumentParser) -> None:
+    """`--mirror`: the MNIST IDX directory, from $MNIST_MIRROR when set, else required."""
+    mirror = os.environ.get("MNIST_MIRROR")
+    parser.add_argument("--mirror", default=mirror, required=not mirror,
+                        help="directory holding the four MNIST IDX .gz files (default: $MNIST_MIRROR)")
+
+
 def copy_project(dest: Path) -> None:
     files = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=ROOT, capture_output=True, check=True
@@ -51,12 +58,10 @@ def timed(cmd: list[str], cwd: Path, env: dict[str, str], log) -> tuple[float, f
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--mirror", default=os.environ.get("MNIST_MIRROR"), help="MNIST IDX directory (default: $MNIST_MIRROR)")
+    add_mirror_option(parser)
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--keep", type=Path, help="run in this directory and keep it")
     args = parser.parse_args()
-    if not args.mirror:
-        sys.exit("give --mirror or set MNIST_MIRROR: a directory holding the four MNIST IDX .gz files")
 
     work = args.keep or Path(tempfile.mkdtemp(prefix="mnist-bench-"))
     work.mkdir(parents=True, exist_ok=True)

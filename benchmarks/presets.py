@@ -19,6 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from pipeline import add_mirror_option
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -87,13 +89,11 @@ def plot(rows: list[dict], path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--presets", nargs="+", default=["seed", "fast", "accurate"])
-    parser.add_argument("--mirror", default=os.environ.get("MNIST_MIRROR"), help="MNIST IDX directory (default: $MNIST_MIRROR)")
+    add_mirror_option(parser)
     parser.add_argument("--out", type=Path, default=None, help="folder for results.json and the plot")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="override applied to every preset")
     parser.add_argument("--worker", nargs=3, metavar=("PRESET", "DATA_DIR", "RESULT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if not args.mirror:
-        sys.exit("give --mirror or set MNIST_MIRROR: a directory holding the four MNIST IDX .gz files")
     if args.worker:
         worker(args.worker[0], Path(args.worker[1]), Path(args.worker[2]), args.overrides)
         return

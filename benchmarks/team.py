@@ -28,7 +28,7 @@ import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pipeline import copy_project  # noqa: E402
+from pipeline import add_mirror_option, copy_project  # noqa: E402
 from tuning import sh  # noqa: E402
 
 GIT = ["git", "-c", "user.name=bench", "-c", "user.email=bench@localhost"]
@@ -84,15 +84,13 @@ def tracking_latency(uri: str, epochs: int, gates: int) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--mirror", default=os.environ.get("MNIST_MIRROR"), help="MNIST IDX directory (default: $MNIST_MIRROR)")
+    add_mirror_option(parser)
     parser.add_argument("--trials", type=int, default=6, help="trials per tuning measurement")
     parser.add_argument("--preset", default="fast", help="preset of the dvc repro measurement (default: fast)")
     parser.add_argument("--set", dest="overrides", action="append", default=["tune.epochs=1", "tune.train_fraction=0.1"],
                         metavar="KEY=VALUE", help="tune overrides (default: tune.epochs=1, tune.train_fraction=0.1)")
     parser.add_argument("--keep", type=Path, help="run in this directory and keep it")
     args = parser.parse_args()
-    if not args.mirror:
-        sys.exit("give --mirror or set MNIST_MIRROR: a directory holding the four MNIST IDX .gz files")
 
     work = args.keep or Path(tempfile.mkdtemp(prefix="mnist-team-bench-"))
     work.mkdir(parents=True, exist_ok=True)

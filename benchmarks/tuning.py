@@ -21,8 +21,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pipeline import copy_project  # noqa: E402
-
+from pipeline import add_mirror_option, copy_project  # noqa: E402
 
 
 def sh(cmd: list[str], cwd: Path, env: dict[str, str], log) -> float:
@@ -55,13 +54,11 @@ def study_figures(work: Path, name: str, seconds: float) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--mirror", default=os.environ.get("MNIST_MIRROR"), help="MNIST IDX directory (default: $MNIST_MIRROR)")
+    add_mirror_option(parser)
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="tune override for both studies")
     parser.add_argument("--keep", type=Path, help="run in this directory and keep it")
     args = parser.parse_args()
-    if not args.mirror:
-        sys.exit("give --mirror or set MNIST_MIRROR: a directory holding the four MNIST IDX .gz files")
 
     work = args.keep or Path(tempfile.mkdtemp(prefix="mnist-tune-bench-"))
     work.mkdir(parents=True, exist_ok=True)
