@@ -24,6 +24,22 @@ MNIST_FILES = (
     "t10k-images-idx3-ubyte",
     "t10k-labels-idx1-ubyte",
 )
+USPS_FILES = ("zip.train", "zip.test")
+
+
+@dataclass(frozen=True)
+class UspsParams:
+    """USPS postal digits (Hastie et al.'s `zip.train`/`zip.test`): evaluation data only."""
+
+    mirrors: tuple[str, ...]
+    sha256: dict[str, str]  # of each file's decompressed content
+
+    def __post_init__(self) -> None:
+        _check(len(self.mirrors) > 0, "data.usps.mirrors", "needs at least one mirror")
+        missing = [n for n in USPS_FILES if n not in self.sha256]
+        unknown = [n for n in self.sha256 if n not in USPS_FILES]
+        _check(not missing, "data.usps.sha256", f"is missing checksums for {missing}")
+        _check(not unknown, "data.usps.sha256", f"has unknown files {unknown}; expected {list(USPS_FILES)}")
 
 
 @dataclass(frozen=True)
@@ -36,6 +52,7 @@ class DataParams:
     val_fraction: float
     split_seed: int
     feedback_use: str  # evaluate: feedback_accuracy of its own; train: folded into the training split
+    usps: UspsParams
 
     def __post_init__(self) -> None:
         _check(0.0 < self.val_fraction < 1.0, "data.val_fraction", "must be between 0 and 1")
@@ -121,8 +138,10 @@ class TrainParams:
     schedule: ScheduleParams
     early_stopping_patience: int
     mixed_precision: Literal["auto", "on", "off"]
+    nondigits: float  # outlier exposure: generated non-digits as this share of the training set
 
     def __post_init__(self) -> None:
+        _check(0 <= self.nondigits <= 1, "train.nondigits", "must be in [0, 1] (0 turns outlier exposure off)")
         _check(self.learning_rate > 0, "train.learning_rate", "must be positive")
         _check(self.weight_decay >= 0, "train.weight_decay", "must be >= 0")
         _check(0 <= self.label_smoothing < 1, "train.label_smoothing", "must be in [0, 1)")
@@ -144,14 +163,29 @@ class EvaluateParams:
 
 
 @dataclass(frozen=True)
+class CalibrationParams:
+    """Fitted on the validation split after training: a temperature for the probabilities and
+    the confidence below which an answer is "not sure"."""
+
+    abstain_rate: float  # share of validation digits answered "not sure"
+    bins: int  # of the expected calibration error and the reliability diagram
+
+    def __post_init__(self) -> None:
+        _check(0 <= self.abstain_rate < 0.5, "calibration.abstain_rate", "must be in [0, 0.5) (0: never \"not sure\")")
+        _check(2 <= self.bins <= 100, "calibration.bins", "must be in [2, 100]")
+
+
+@dataclass(frozen=True)
 class RegisterParams:
     model_name: str
     min_test_accuracy: float
+    real_digits_tolerance: float  # usps_accuracy this much below the champion's keeps a model out
     champion_alias: str
     challenger_alias: str
 
     def __post_init__(self) -> None:
         _check(0 <= self.min_test_accuracy <= 1, "register.min_test_accuracy", "must be in [0, 1]")
+        _check(0 <= self.real_digits_tolerance <= 1, "register.real_digits_tolerance", "must be in [0, 1]")
         _check(self.champion_alias != self.challenger_alias, "register.challenger_alias", "must differ from champion_alias")
 
 
@@ -262,6 +296,7 @@ class Params:
     data: DataParams
     model: ModelParams
     train: TrainParams
+    calibration: CalibrationParams
     evaluate: EvaluateParams
     register: RegisterParams
     tracking: TrackingParams
