@@ -47,6 +47,7 @@ PAPER_SCALE = 160  # px: the paper's light is estimated on the image reduced to 
 PAPER_ELEMENT = 0.12  # closing size, share of the short side: wider than strokes, narrower than shadows
 UNEVEN_PAPER = 20.0  # grey levels of spread in the paper's light above which it is divided out
 MIN_PHOTO_SIDE = 96  # px: smaller images are digital; their strokes are too wide for the closing
+EDGE_MARGIN = 0.1  # share of the side: ink this near three sides (past its lines) is a tightly cropped digit
 LINE_SHARE = 0.9  # a row or column with ink over this share of its length is a ruled line or an edge
 MARK_SHARE = 0.08  # a component with less of the ink than this share of the largest one's is a speck
 
@@ -166,12 +167,32 @@ def _border(gray: np.ndarray) -> np.ndarray:
     return np.concatenate([gray[0], gray[-1], gray[1:-1, 0], gray[1:-1, -1]])
 
 
+def _ring(gray: np.ndarray) -> np.ndarray:
+    """The border's pixels in order around the image (top, right, bottom, left)."""
+    return np.concatenate([gray[0], gray[1:, -1], gray[-1, -2::-1], gray[-2:0:-1, 0]])
+
+
+def _alternations(ring: np.ndarray, dark: float, light: float) -> int:
+    """How often the circular sequence `ring` goes from near `light` to near `dark` (each within a
+    quarter of the range; grey in between, a soft shadow or the grain, is passed over)."""
+    quarter = (light - dark) / 4
+    levels = np.where(ring >= light - quarter, 1, np.where(ring <= dark + quarter, -1, 0))
+    levels = levels[levels != 0]
+    if not levels.size:
+        return 0
+    return int(np.sum(levels != np.roll(levels, 1))) // 2
+
+
 def _dark_ink(gray: np.ndarray) -> bool:
-    """Whether the ink is darker than the paper: the border's lighter part (a shadow may darken
-    most of it, so not its median) lies nearer the image's light end than its dark end."""
-    paper = float(np.percentile(_border(gray), PAPER_PERCENTILE))
-    dark, light = np.percentile(gray, [0.2, 99.8])  # the extremes, past a few noisy pixels
-    return paper - float(dark) > float(light) - paper
+    """Whether the ink is darker than the paper. The paper is the border's lighter part (a shadow
+    may darken most of the border, so not its median), unless strokes cross the border, as in a
+    tightly cropped digit: light and dark then alternate around it at least twice, and the paper
+    is what most of the border is, its median (a shadow's edge splits the border only once)."""
+    dark, light = (float(v) for v in np.percentile(gray, [0.2, 99.8]))  # the extremes, past a few noisy pixels
+    ring = _ring(gray)
+    crossed = _alternations(ring, dark, light) >= 2
+    paper = float(np.percentile(ring, 50 if crossed else PAPER_PERCENTILE))
+    return paper - dark > light - paper
 
 
 def _reduce(gray: np.ndarray) -> tuple[np.ndarray, int]:
@@ -206,14 +227,25 @@ def _even_light(gray: np.ndarray) -> np.ndarray:
 
 def _without_lines(ink: np.ndarray) -> np.ndarray:
     """Blank the rows and columns inked across LINE_SHARE of their length (ruled lines, page and
-    scanner edges), unless that would take most of the ink (then it is the digit)."""
+    scanner edges). They stay when they are the digit's own strokes: when the rest of the ink
+    reaches three of the image's sides too (a tightly cropped digit: the bar of a 5, the stem of
+    a 4), or when blanking them would take most of the ink."""
+    if min(ink.shape) < MIN_PHOTO_SIDE:  # a digital image: a stroke across it is the digit's
+        return ink
     mask = ink > 0.15 * float(ink.max())
     rows, cols = mask.mean(axis=1) >= LINE_SHARE, mask.mean(axis=0) >= LINE_SHARE
     if not rows.any() and not cols.any():
         return ink
-    out = ink.copy()
-    out[ndimage.binary_dilation(rows), :] = 0.0
-    out[:, ndimage.binary_dilation(cols)] = 0.0
+    lines = ndimage.binary_dilation(rows)[:, None] | ndimage.binary_dilation(cols)[None, :]
+    rest = mask & ~lines
+    if rest.any():
+        reached = 0
+        for axis in (0, 1):
+            low, high = np.percentile(np.nonzero(rest)[axis], [1, 99])
+            reached += (low < EDGE_MARGIN * mask.shape[axis]) + (high + 1 > (1 - EDGE_MARGIN) * mask.shape[axis])
+        if reached >= 3:
+            return ink
+    out = np.where(lines, 0.0, ink)
     return out if out.sum() >= 0.3 * ink.sum() else ink
 
 
