@@ -1,7 +1,8 @@
-"""The `mnist-cnn` console script: params, preset, ui, serve, predict, export, tune, stage, stack, app.
+"""The `mnist-cnn` console script: params, preset, ui, serve, predict, export, tune, stage, stack, app,
+feedback.
 
-Each subcommand imports what it needs when it runs, so `params` and `preset` answer without
-loading MLflow or TensorFlow."""
+Each subcommand imports what it needs when it runs, so `params`, `preset` and `feedback` answer
+without loading MLflow or TensorFlow."""
 
 from __future__ import annotations
 
@@ -93,6 +94,21 @@ def build_parser() -> argparse.ArgumentParser:
     app.add_argument("--feedback-limit", type=int, default=5000, help="most images the feedback folder may hold (default 5000)")
     app.add_argument("--no-feedback", action="store_true", help="take no feedback")
     add_params_args(app)
+    review = sub.add_parser(
+        "feedback", help="review the web page's corrected digits: counts, conflicting labels, accept or relabel one",
+        description="An image sent with two different labels is kept once in <dir>/conflicts/, out of training and "
+        "evaluation, until `accept` files it under a label. ID: an image's 16 hex characters (its file name) or a "
+        "unique prefix of at least 4.",
+    )
+    actions = review.add_subparsers(dest="action", required=True)
+    for name, help_text in (("list", "images per label, then each conflict: its id, the labels given and its file"),
+                            ("accept", "resolve a conflict: file the image under LABEL and drop its record"),
+                            ("relabel", "move a labelled image to another label (a wrong correction)")):
+        action = actions.add_parser(name, help=help_text, description=help_text)
+        if name != "list":
+            action.add_argument("id", metavar="ID", help="the image's id or a unique prefix of at least 4 characters")
+            action.add_argument("label", metavar="LABEL", help="the digit 0-9 the image shows")
+        action.add_argument("--dir", type=Path, default=Path("data/feedback"), help="the feedback folder (default: data/feedback)")
     stack = sub.add_parser(
         "stack", help="start, stop or show the team servers: PostgreSQL and an MLflow server over it (see README, Team set-up)",
         description="PostgreSQL holds the MLflow store, the registry and the Optuna studies; the MLflow server proxies "
@@ -244,6 +260,27 @@ def _app(args: argparse.Namespace) -> int:
     return 0
 
 
+def _feedback(args: argparse.Namespace) -> int:
+    from mnist_cnn import feedback
+
+    if args.action != "list":
+        move = feedback.resolve if args.action == "accept" else feedback.relabel
+        path = move(args.dir, args.id, args.label)
+        print(f"{path.stem} is labelled {path.parent.name}: {path} (in the next `dvc repro`'s feedback)")
+        return 0
+    counts, conflicts = feedback.counts(args.dir), feedback.conflicts(args.dir)
+    print(f"{args.dir}: {sum(counts.values())} labelled images, {len(conflicts)} conflicting")
+    print("label  images")
+    for label, n in counts.items():
+        print(f"{label:>5}  {n}")
+    if conflicts:
+        print("conflicts, out of training and evaluation until `mnist-cnn feedback accept ID LABEL`:")
+    for conflict in conflicts:
+        given = ", ".join(f"{label} (x{entry.get('count', '?')})" for label, entry in sorted(conflict.labels.items()))
+        print(f"{conflict.id}  labels {given or 'unknown'}  {conflict.path}")
+    return 0
+
+
 def _model_or_champion(args: argparse.Namespace) -> str:
     """`--model` as given, else the registry's champion (a clear error when there is none)."""
     if args.model:
@@ -318,6 +355,6 @@ def _apply_preset(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     commands = {"params": _show_params, "preset": _apply_preset, "ui": _ui, "serve": _serve, "predict": _predict, "export": _export, "tune": _tune,
-                "stage": _stage, "stack": _stack, "app": _app}
+                "stage": _stage, "stack": _stack, "app": _app, "feedback": _feedback}
     trains_or_predicts = args.command in ("predict", "export", "app") or (args.command == "tune" and not args.apply)
     run_main(lambda: commands[args.command](args), tensorflow=trains_or_predicts)
