@@ -1,4 +1,5 @@
-"""Stage download: fetch the four MNIST IDX .gz files from the mirrors and verify their content."""
+"""Stage download: fetch the four MNIST IDX .gz files and USPS's zip.train.gz and zip.test.gz from
+the mirrors and verify their content."""
 
 import os
 import sys
@@ -13,16 +14,21 @@ from mnist_cnn.schema import flatten
 
 
 def main() -> None:
-    args = stage_parser(__doc__, {"--out-dir": "folder for the four .gz files"}).parse_args()
+    paths = {"--out-dir": "folder for the four MNIST .gz files", "--usps-dir": "folder for zip.train.gz and zip.test.gz"}
+    args = stage_parser(__doc__, paths).parse_args()
     params = config.load_params(args.params, args.overrides)
     root = config.project_root()
     experiment = tracking.configure(params.tracking, root)
     with tracking.stage_run("download", experiment, root):
         tracking.log_params(flatten(params.data, "data."))
-        mlflow.set_tag("mnist_cnn.mirror_env", os.environ.get("MNIST_MIRROR", ""))
+        mlflow.set_tag("mnist_cnn.mirror_env", os.environ.get(download.MNIST.env_var, ""))
+        mlflow.set_tag("mnist_cnn.usps_mirror_env", os.environ.get(download.USPS.env_var, ""))
         start = time.perf_counter()
-        with atomic_dir(args.out_dir) as tmp:
-            results = download.fetch_all(params.data, tmp, progress=sys.stderr.isatty())
+        progress = sys.stderr.isatty()
+        with atomic_dir(args.out_dir) as mnist_tmp, atomic_dir(args.usps_dir) as usps_tmp:
+            mnist = download.fetch_all(params.data, mnist_tmp, progress=progress)
+            usps = download.fetch_usps(params.data, usps_tmp, progress=progress)
+        results = mnist + usps
         tracking.log_table([r.row() for r in results], "download/files.json")
         mlflow.log_metrics(
             {
@@ -31,7 +37,8 @@ def main() -> None:
                 "download_attempts": float(sum(r.attempts for r in results)),
             }
         )
-        mlflow.set_tag(tracking.TAG_NOTE, f"download: {len(results)} files verified, from {results[0].mirror}")
+        note = f"download: {len(results)} files verified, MNIST from {mnist[0].mirror}, USPS from {usps[0].mirror}"
+        mlflow.set_tag(tracking.TAG_NOTE, note)
         for r in results:
             print(f"{r.name}: {r.compressed_bytes} bytes from {r.mirror} (sha256 {r.sha256[:12]}... ok)")
 

@@ -1,5 +1,5 @@
-"""Shared fixtures: the MNIST subset, a loopback HTTP mirror that can misbehave on demand,
-and a copy of the project for end-to-end runs."""
+"""Shared fixtures: the MNIST subset, USPS-format files made from it, a loopback HTTP mirror that
+can misbehave on demand, and a copy of the project for end-to-end runs."""
 
 from __future__ import annotations
 
@@ -21,17 +21,39 @@ SUBSET = ROOT / "tests" / "fixtures" / "mnist-subset"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-def subset_sha256() -> dict[str, str]:
+def read_sha256sums(directory: Path) -> dict[str, str]:
     sums = {}
-    for line in (SUBSET / "SHA256SUMS").read_text().splitlines():
+    for line in (directory / "SHA256SUMS").read_text().splitlines():
         digest, name = line.split()
         sums[name] = digest
     return sums
 
 
+def subset_sha256() -> dict[str, str]:
+    return read_sha256sums(SUBSET)
+
+
 @pytest.fixture(scope="session")
 def subset_dir() -> Path:
     return SUBSET
+
+
+@pytest.fixture(scope="session")
+def usps_subset_dir(tmp_path_factory) -> Path:
+    """zip.train.gz and zip.test.gz made from the MNIST subset (tests/usps_fixture.py), and their
+    SHA256SUMS (of the decompressed content)."""
+    from usps_fixture import write_usps_fixture
+
+    directory = tmp_path_factory.mktemp("usps-subset")
+    sums = write_usps_fixture(directory)
+    (directory / "SHA256SUMS").write_text("".join(f"{digest}  {name}\n" for name, digest in sums.items()))
+    return directory
+
+
+def usps_params(directory: Path) -> dict:
+    """params.yaml's `data.usps` section for the fixture files in `directory`: that folder as the
+    only mirror, their checksums. `params["data"]["usps"] = usps_params(usps_subset_dir)`."""
+    return {"mirrors": [str(directory)], "sha256": read_sha256sums(directory)}
 
 
 class MirrorServer:
@@ -152,7 +174,8 @@ def stage_cmd(stage: str, *extra: str) -> list[str]:
 
 def clean_env(**extra: str) -> dict[str, str]:
     """The environment of a user's shell: no tracking URI, mirror or MLflow run of the test's own."""
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "MNIST_MIRROR", "MLFLOW_RUN_ID")}
+    dropped = ("MLFLOW_TRACKING_URI", "MNIST_MIRROR", "USPS_MIRROR", "MLFLOW_RUN_ID")
+    env = {k: v for k, v in os.environ.items() if k not in dropped}
     env.update(TF_CPP_MIN_LOG_LEVEL="2", **extra)
     return env
 

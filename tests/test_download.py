@@ -1,35 +1,43 @@
-"""The real download code against a loopback mirror that fails on demand."""
+"""The real download code against a loopback mirror that fails on demand: MNIST, then USPS
+(the USPS-format fixture files made from the MNIST subset), then the stage end to end."""
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
+import json
 import shutil
+import subprocess
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import subset_sha256
+from conftest import ROOT, MirrorServer, clean_env, read_sha256sums, stage_cmd, subset_sha256
 
-from mnist_cnn import download
-from mnist_cnn.config import MNIST_FILES, DataParams
+from mnist_cnn import config, download
+from mnist_cnn.config import MNIST_FILES, USPS_FILES, DataParams
 from mnist_cnn.errors import DataError
-from mnist_cnn.schema import from_mapping
+from mnist_cnn.schema import dump_yaml, from_mapping, read_yaml
 
 LABELS = "train-labels-idx1-ubyte"  # the smallest training file: quick to serve many times
 LABELS_GZ = f"{LABELS}.gz"
+USPS_GZ = sorted(f"{n}.gz" for n in USPS_FILES)
+UNUSED_USPS = {"mirrors": ["https://usps.invalid/"], "sha256": {name: "0" * 64 for name in USPS_FILES}}
 
 
 @pytest.fixture(autouse=True)
 def _no_env_mirror(monkeypatch):
     monkeypatch.delenv("MNIST_MIRROR", raising=False)
+    monkeypatch.delenv("USPS_MIRROR", raising=False)
 
 
-def make_params(mirrors, **overrides) -> DataParams:
+def make_params(mirrors, usps=UNUSED_USPS, **overrides) -> DataParams:
     values = {
         "sha256": subset_sha256(),
         "mirrors": list(mirrors),
+        "usps": usps,
         "timeout_s": 2,
         "retries": 2,
         "backoff_s": 0.01,
@@ -329,3 +337,185 @@ def test_https_to_https_redirect_is_allowed():
     request = urllib.request.Request("https://mirror.example/mnist/" + LABELS_GZ)
     new = handler.redirect_request(request, None, 302, "Found", {}, "https://cdn.example/" + LABELS_GZ)
     assert new is not None and new.full_url == "https://cdn.example/" + LABELS_GZ
+
+
+# --- USPS -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def usps_mirror(usps_subset_dir):
+    server = MirrorServer(usps_subset_dir)
+    yield server
+    server.close()
+
+
+def usps_on(mirrors, directory: Path) -> dict:
+    """params' data.usps: these mirrors, the checksums of the fixture files in `directory`."""
+    return {"mirrors": [str(m) for m in mirrors], "sha256": read_sha256sums(directory)}
+
+
+def test_the_usps_fixture_is_deterministic_and_in_the_real_files_text_formats(usps_subset_dir, tmp_path):
+    import re
+
+    from usps_fixture import write_usps_fixture
+
+    assert write_usps_fixture(tmp_path) == read_sha256sums(usps_subset_dir)
+    assert [(tmp_path / n).read_bytes() for n in USPS_GZ] == [(usps_subset_dir / n).read_bytes() for n in USPS_GZ]
+    patterns = {"zip.train": r"\d\.0000( -?[01]\.\d{4}){256} \n", "zip.test": r"\d( -?(1|0(\.\d{0,2}[1-9])?)){256}\n"}
+    for name, pattern in patterns.items():
+        lines = gzip.decompress((tmp_path / f"{name}.gz").read_bytes()).decode().splitlines(keepends=True)
+        assert len(lines) == 60 and all(re.fullmatch(pattern, line) for line in lines), lines[0][:80]
+        for real in REAL_USPS:
+            with gzip.open(real / f"{name}.gz", "rt") as fh:
+                assert re.fullmatch(pattern, fh.readline()), f"the real {name} has another format"
+        values = [float(v) for line in lines for v in line.split()[1:]]
+        assert min(values) == -1 and max(values) == 1, "paper -1, ink 1"
+
+
+def test_fetch_usps_downloads_and_verifies_both_files(usps_mirror, usps_subset_dir, tmp_path):
+    out = tmp_path / "usps"
+    results = download.fetch_usps(make_params(["https://mnist.invalid/"], usps_on([usps_mirror.url], usps_subset_dir)),
+                                  out, progress=False)
+    assert [r.name for r in results] == list(USPS_FILES)
+    assert listing(out) == USPS_GZ, "only the two files, no temp files"
+    for r in results:
+        path = out / f"{r.name}.gz"
+        assert (r.mirror, r.attempts) == (usps_mirror.url, 1)
+        assert r.sha256 == read_sha256sums(usps_subset_dir)[r.name] == content_sha256(path)
+        assert path.read_bytes() == (usps_subset_dir / path.name).read_bytes()
+    assert sorted(p.rsplit("/", 1)[-1] for p in usps_mirror.requests) == USPS_GZ
+
+
+def test_usps_checksum_mismatch_on_the_first_mirror_falls_over_to_the_second(usps_mirror, usps_subset_dir, tmp_path):
+    swapped = tmp_path / "swapped"  # valid gzip files of the right format, each holding the other's content
+    swapped.mkdir()
+    shutil.copy(usps_subset_dir / "zip.test.gz", swapped / "zip.train.gz")
+    shutil.copy(usps_subset_dir / "zip.train.gz", swapped / "zip.test.gz")
+    first = MirrorServer(swapped)
+    try:
+        params = make_params(["https://mnist.invalid/"], usps_on([first.url, usps_mirror.url], usps_subset_dir))
+        results = download.fetch_usps(params, tmp_path / "out", progress=False)
+    finally:
+        first.close()
+    assert {r.mirror for r in results} == {usps_mirror.url}
+    assert sorted(p.rsplit("/", 1)[-1] for p in first.requests) == USPS_GZ, "the first mirror was tried, once a file"
+    for name in USPS_FILES:
+        assert content_sha256(tmp_path / "out" / f"{name}.gz") == read_sha256sums(usps_subset_dir)[name]
+    assert listing(tmp_path / "out") == USPS_GZ
+
+
+@pytest.mark.parametrize("as_uri", [False, True], ids=["path", "file-uri"])
+def test_usps_mirror_local_directory_is_tried_first_offline(monkeypatch, usps_mirror, usps_subset_dir, subset_dir, tmp_path,
+                                                             as_uri):
+    monkeypatch.setenv("USPS_MIRROR", usps_subset_dir.as_uri() if as_uri else str(usps_subset_dir))
+    monkeypatch.setenv("MNIST_MIRROR", str(subset_dir))
+    params = make_params(["https://mnist.invalid/"], usps_on([usps_mirror.url, "https://usps.invalid/"], usps_subset_dir))
+    results = download.fetch_usps(params, tmp_path / "usps", progress=False)
+    assert {r.mirror for r in results} == {str(usps_subset_dir)}
+    assert usps_mirror.requests == [], "the configured mirrors must not be contacted"
+    for name in USPS_GZ:
+        assert (tmp_path / "usps" / name).read_bytes() == (usps_subset_dir / name).read_bytes()
+
+
+def test_each_data_set_reads_its_own_mirror_variable():
+    params = make_params(["https://mnist.example/"], {**UNUSED_USPS, "mirrors": ["https://usps.example/"]})
+    env = {"MNIST_MIRROR": "/data/mnist", "USPS_MIRROR": "/data/usps"}
+    assert download.resolve_mirrors(params, env=env) == ["/data/mnist", "https://mnist.example/"]
+    assert download.resolve_mirrors(params, env=env, dataset=download.USPS) == ["/data/usps", "https://usps.example/"]
+    assert download.resolve_mirrors(params, env={"MNIST_MIRROR": "/data/mnist"}, dataset=download.USPS) == [
+        "https://usps.example/"
+    ]
+
+
+def test_no_mirror_serving_usps_names_usps_mirror_and_the_usps_files(usps_mirror, usps_subset_dir, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for name in USPS_GZ:
+        usps_mirror.faults[name] = [404]
+    out = tmp_path / "out"
+    params = make_params(["https://mnist.invalid/"], usps_on([str(empty), usps_mirror.url], usps_subset_dir))
+    with pytest.raises(DataError) as info:
+        download.fetch_usps(params, out, progress=False)
+    message = str(info.value)
+    assert "could not fetch zip.train.gz from any mirror" in message
+    assert str(empty) in message and usps_mirror.url in message and "HTTP 404" in message
+    assert "Set USPS_MIRROR" in message and "USPS files (zip.train.gz, zip.test.gz)" in message
+    assert "MNIST" not in message
+    assert listing(out) == [], "no temp or partial files"
+
+
+def test_usps_size_limits_name_usps(usps_mirror, usps_subset_dir, tmp_path):
+    with pytest.raises(DataError, match="decompresses to more than 100 bytes; too large for a USPS file"):
+        download.gunzip_sha256(usps_subset_dir / "zip.test.gz", limit=100, dataset=download.USPS)
+    tiny = dataclasses.replace(download.USPS, max_download_bytes=1000)
+    params = make_params(["https://mnist.invalid/"], usps_on([usps_mirror.url], usps_subset_dir))
+    with pytest.raises(DataError, match="more than 1000 bytes; too large for a USPS file"):
+        download.fetch_file("zip.test", params.usps.sha256["zip.test"], [usps_mirror.url], tmp_path, params,
+                            progress=False, dataset=tiny)
+
+
+REAL_USPS = [p for p in (Path("/work/shared/usps"), ROOT.parent / "shared" / "usps") if (p / "zip.test.gz").is_file()]
+
+
+@pytest.mark.skipif(not REAL_USPS, reason="no offline copy of the real USPS files at /work/shared/usps or ../shared/usps")
+def test_the_real_usps_files_match_params_yaml(monkeypatch, tmp_path):
+    monkeypatch.setenv("USPS_MIRROR", str(REAL_USPS[0]))
+    params = dataclasses.replace(config.load_params(ROOT / "params.yaml").data, retries=1, timeout_s=5)
+    results = download.fetch_usps(params, tmp_path, progress=False)
+    assert {r.mirror for r in results} == {str(REAL_USPS[0])}, "verified from the local copy"
+    assert {r.name: r.sha256 for r in results} == params.usps.sha256
+
+
+# --- the download stage, end to end ---------------------------------------------------------
+
+
+def run_stage(tmp_path: Path, data: dict, **env: str) -> subprocess.CompletedProcess:
+    """stages/download.py (dvc.yaml's command) into tmp_path/data, with params.yaml's `data` updated."""
+    params = read_yaml(ROOT / "params.yaml")
+    params["data"].update(data)
+    (tmp_path / "params.yaml").write_text(dump_yaml(params))
+    cmd = stage_cmd("download", "--out-dir", str(tmp_path / "data" / "raw"), "--usps-dir", str(tmp_path / "data" / "usps"),
+                    "--params", str(tmp_path / "params.yaml"))
+    env = clean_env(MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}", **env)
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_download_stage_writes_mnist_and_usps_and_logs_all_six_files(mirror, usps_mirror, usps_subset_dir, tmp_path):
+    data = {"mirrors": [mirror.url], "sha256": subset_sha256(), "usps": usps_on([usps_mirror.url], usps_subset_dir)}
+    proc = run_stage(tmp_path, data, USPS_MIRROR=str(usps_subset_dir))
+    assert proc.returncode == 0, proc.stderr
+    assert listing(tmp_path / "data") == ["raw", "usps"], "no temp folders left"
+    assert listing(tmp_path / "data" / "raw") == sorted(f"{n}.gz" for n in MNIST_FILES)
+    assert listing(tmp_path / "data" / "usps") == USPS_GZ
+    assert usps_mirror.requests == [], "$USPS_MIRROR comes first"
+    lines = proc.stdout.strip().splitlines()
+    assert [line.split(":")[0] for line in lines] == [*MNIST_FILES, *USPS_FILES]
+    assert all(line.endswith("... ok)") for line in lines)
+
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (run_,) = client.search_runs([client.get_experiment_by_name("mnist-cnn").experiment_id])
+    assert run_.data.tags["mnist_cnn.usps_mirror_env"] == str(usps_subset_dir)
+    assert run_.data.tags["mnist_cnn.mirror_env"] == ""
+    assert run_.data.params["data.usps.sha256.zip.test"] == read_sha256sums(usps_subset_dir)["zip.test"]
+    assert run_.data.params["data.usps.mirrors"] == f"[{usps_mirror.url}]"
+    table = json.loads(Path(client.download_artifacts(run_.info.run_id, "download/files.json", str(tmp_path))).read_text())
+    assert table["data"] and [row[0] for row in table["data"]] == [*MNIST_FILES, *USPS_FILES]
+    sources = dict(zip(table["columns"], zip(*table["data"])))["source"]
+    assert sources == (mirror.url,) * 4 + (str(usps_subset_dir),) * 2
+
+
+def test_download_stage_that_cannot_fetch_usps_leaves_nothing_half_written(mirror, usps_mirror, usps_subset_dir, tmp_path):
+    for name in USPS_GZ:
+        usps_mirror.faults[name] = [404]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    data = {"mirrors": [mirror.url], "sha256": subset_sha256(), "usps": usps_on([usps_mirror.url], usps_subset_dir)}
+    proc = run_stage(tmp_path, data, USPS_MIRROR=str(empty))
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    error = proc.stderr[proc.stderr.index("error: "):]
+    assert "zip.train.gz" in error and "Set USPS_MIRROR" in error and str(empty) in error, error
+    assert any(p.endswith("train-images-idx3-ubyte.gz") for p in mirror.requests), "MNIST was fetched first"
+    assert not (tmp_path / "data").exists() or listing(tmp_path / "data") == [], "no data/raw, data/usps or temp folder"

@@ -1,5 +1,6 @@
 """End to end: the real `dvc repro` in a copy of the project, on the MNIST subset served by a
-loopback HTTP mirror, then the registry, `dvc exp run -S`, and a real `mlflow models serve`."""
+loopback HTTP mirror (and USPS-format files made from it, in a local folder), then the registry,
+`dvc exp run -S`, and a real `mlflow models serve`."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 
 from mnist_cnn.schema import dump_yaml, parse_yaml
 
-from conftest import SUBSET, MirrorServer, clean_env, copy_project, free_port, run, subset_sha256, wait_until_up
+from conftest import SUBSET, MirrorServer, clean_env, copy_project, free_port, run, subset_sha256, usps_params, wait_until_up
 
 pytestmark = pytest.mark.slow
 
@@ -30,13 +31,14 @@ runpy.run_path(sys.argv[0], run_name='__main__')
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory):
+def project(tmp_path_factory, usps_subset_dir):
     server = MirrorServer(SUBSET)
     dest = copy_project(tmp_path_factory.mktemp("project"))
     run(["mnist-cnn", "preset", "fast"], dest)  # the README's command; keeps the run short
     params = parse_yaml((dest / "params.yaml").read_text())
     params["data"]["mirrors"] = [server.url]
     params["data"]["sha256"] = subset_sha256()
+    params["data"]["usps"] = usps_params(usps_subset_dir)
     params["train"]["epochs"] = 2
     params["register"]["min_test_accuracy"] = 0.5
     (dest / "params.yaml").write_text(dump_yaml(params))
@@ -62,6 +64,7 @@ def stage_runs(dest: Path):
 def test_repro_trains_evaluates_and_registers_a_champion(project):
     dest, first, server = project
     assert any(p.endswith("train-images-idx3-ubyte.gz") for p in server.requests)
+    assert sorted(p.name for p in (dest / "data" / "usps").iterdir()) == ["zip.test.gz", "zip.train.gz"]
     client = client_for(dest)
     champion = client.get_model_version_by_alias("mnist-cnn", "champion")
     report = json.loads((dest / "reports" / "register.json").read_text())
@@ -205,7 +208,7 @@ def test_light_stages_never_import_tensorflow(project, tmp_path):
     sample = make_set(per_digit=1, seed=1)[4]
     FeedbackStore(tmp_path / "feedback").save(sample.data, sample.digit)  # the feedback path runs too
     for args in (
-        ["stages/download.py", "--out-dir", str(tmp_path / "raw")],
+        ["stages/download.py", "--out-dir", str(tmp_path / "raw"), "--usps-dir", str(tmp_path / "usps")],
         ["stages/preprocess.py", "--raw-dir", str(tmp_path / "raw"), "--feedback-dir", str(tmp_path / "feedback"),
          "--out-dir", str(tmp_path / "processed")],
     ):
@@ -217,10 +220,11 @@ def test_light_stages_never_import_tensorflow(project, tmp_path):
 def test_unreachable_tracking_server_is_one_clear_error(project, tmp_path):
     dest, _, _ = project
     env = clean_env(MLFLOW_TRACKING_URI=f"http://127.0.0.1:{free_port()}")
-    proc = run([sys.executable, "stages/download.py", "--out-dir", str(tmp_path / "raw")], dest, env=env, check=False)
+    cmd = [sys.executable, "stages/download.py", "--out-dir", str(tmp_path / "raw"), "--usps-dir", str(tmp_path / "usps")]
+    proc = run(cmd, dest, env=env, check=False)
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1].startswith("error: MLflow tracking server")
-    assert not (tmp_path / "raw").exists()
+    assert not (tmp_path / "raw").exists() and not (tmp_path / "usps").exists()
 
 
 def test_tune_apply_then_repro_registers_the_tuned_model(project):

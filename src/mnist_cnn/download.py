@@ -1,6 +1,8 @@
-"""Fetch the four MNIST IDX files from a list of mirrors and verify their content.
+"""Fetch the data sets' gzip files (MNIST's four IDX files, USPS's zip.train and zip.test) from
+lists of mirrors and verify their content.
 
-A mirror is an http(s) URL or a local directory. Each file is streamed to a temporary name,
+A mirror is an http(s) URL or a local directory; $MNIST_MIRROR (MNIST) and $USPS_MIRROR (USPS)
+are tried before the mirrors in params.yaml. Each file is streamed to a temporary name,
 its decompressed SHA-256 checked, and only then renamed into place. Transient failures
 (connection errors, timeouts, 429, 5xx) are retried with exponential backoff; 403/404, bad
 content and exhausted retries fall through to the next mirror. Redirects from https to http
@@ -23,14 +25,36 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from mnist_cnn.atomic import atomic_path
-from mnist_cnn.config import MNIST_FILES, DataParams
+from mnist_cnn.config import MNIST_FILES, USPS_FILES, DataParams, UspsParams
 from mnist_cnn.errors import DataError
 
 log = logging.getLogger(__name__)
 
 CHUNK = 1 << 16
-MAX_DOWNLOAD_BYTES = 64 << 20  # the largest MNIST file is ~10 MB compressed
-MAX_DECOMPRESSED_BYTES = 64 << 20  # ... and 47 MB decompressed
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+    """What differs between the data sets fetched: names, files, where to look, size limits."""
+
+    name: str
+    file_kind: str  # in messages: "too large for an MNIST file"
+    env_var: str
+    params_key: str  # the section of params.yaml with its `mirrors` and `sha256`
+    files: tuple[str, ...]
+    max_download_bytes: int
+    max_decompressed_bytes: int
+
+    def settings(self, params: DataParams) -> DataParams | UspsParams:
+        section = params
+        for part in self.params_key.split(".")[1:]:
+            section = getattr(section, part)
+        return section
+
+
+# largest files: MNIST ~10 MB compressed, 47 MB decompressed; USPS ~2 MB and 15 MB
+MNIST = Dataset("MNIST", "an MNIST file", "MNIST_MIRROR", "data", MNIST_FILES, 64 << 20, 64 << 20)
+USPS = Dataset("USPS", "a USPS file", "USPS_MIRROR", "data.usps", USPS_FILES, 8 << 20, 32 << 20)
 
 
 class _Transient(Exception):
@@ -76,11 +100,12 @@ class _NoDowngradeRedirect(urllib.request.HTTPRedirectHandler):
 _opener = urllib.request.build_opener(_NoDowngradeRedirect())
 
 
-def resolve_mirrors(params: DataParams, env: dict[str, str] | None = None) -> list[str]:
-    """Mirrors in the order they are tried: $MNIST_MIRROR first, then params' list."""
+def resolve_mirrors(params: DataParams, env: dict[str, str] | None = None, dataset: Dataset = MNIST) -> list[str]:
+    """Mirrors in the order they are tried: the data set's variable ($MNIST_MIRROR, $USPS_MIRROR)
+    first, then its list in params."""
     env = os.environ if env is None else env
-    mirrors = list(params.mirrors)
-    extra = env.get("MNIST_MIRROR", "").strip()
+    mirrors = list(dataset.settings(params).mirrors)
+    extra = env.get(dataset.env_var, "").strip()
     if extra:
         mirrors = [extra] + [m for m in mirrors if m != extra]
     return mirrors
@@ -94,8 +119,10 @@ def _join(mirror: str, filename: str) -> str:
     return mirror if mirror.endswith("/" + filename) else mirror.rstrip("/") + "/" + filename
 
 
-def gunzip_sha256(path: Path, limit: int = MAX_DECOMPRESSED_BYTES) -> tuple[str, int]:
-    """SHA-256 and size of the decompressed content of gzip file `path`."""
+def gunzip_sha256(path: Path, limit: int | None = None, dataset: Dataset = MNIST) -> tuple[str, int]:
+    """SHA-256 and size of the decompressed content of gzip file `path` (at most `limit` bytes,
+    by default the data set's)."""
+    limit = dataset.max_decompressed_bytes if limit is None else limit
     digest = hashlib.sha256()
     size = 0
     try:
@@ -103,14 +130,14 @@ def gunzip_sha256(path: Path, limit: int = MAX_DECOMPRESSED_BYTES) -> tuple[str,
             while chunk := fh.read(CHUNK):
                 size += len(chunk)
                 if size > limit:
-                    raise DataError(f"{path.name}: decompresses to more than {limit} bytes; not an MNIST file")
+                    raise DataError(f"{path.name}: decompresses to more than {limit} bytes; too large for {dataset.file_kind}")
                 digest.update(chunk)
     except (OSError, EOFError, zlib.error) as exc:
         raise DataError(f"{path.name}: not a valid gzip file ({exc})") from None
     return digest.hexdigest(), size
 
 
-def _copy_stream(src, dst, total: int | None, label: str, progress: bool) -> int:
+def _copy_stream(src, dst, total: int | None, label: str, progress: bool, dataset: Dataset) -> int:
     bar = None
     if progress:
         from tqdm import tqdm
@@ -120,8 +147,8 @@ def _copy_stream(src, dst, total: int | None, label: str, progress: bool) -> int
     try:
         while chunk := src.read(CHUNK):
             written += len(chunk)
-            if written > MAX_DOWNLOAD_BYTES:
-                raise _Fatal(f"more than {MAX_DOWNLOAD_BYTES} bytes; not an MNIST file")
+            if written > dataset.max_download_bytes:
+                raise _Fatal(f"more than {dataset.max_download_bytes} bytes; too large for {dataset.file_kind}")
             dst.write(chunk)
             if bar is not None:
                 bar.update(len(chunk))
@@ -133,19 +160,20 @@ def _copy_stream(src, dst, total: int | None, label: str, progress: bool) -> int
     return written
 
 
-def _fetch_once(url_or_path: str, dest: Path, timeout: float, progress: bool) -> int:
+def _fetch_once(url_or_path: str, dest: Path, timeout: float, progress: bool, dataset: Dataset) -> int:
     label = Path(urllib.parse.urlsplit(url_or_path).path).name
     if not _is_url(url_or_path):
         src = Path(url_or_path)
         if not src.is_file():
             raise _Fatal(f"no such file {src}")
         with open(src, "rb") as fin, open(dest, "wb") as fout:
-            return _copy_stream(fin, fout, src.stat().st_size, label, progress)
+            return _copy_stream(fin, fout, src.stat().st_size, label, progress, dataset)
     request = urllib.request.Request(url_or_path, headers={"User-Agent": "mnist-cnn-pipeline"})
     try:
         with _opener.open(request, timeout=timeout) as resp, open(dest, "wb") as fout:
             length = resp.headers.get("Content-Length")
-            return _copy_stream(resp, fout, int(length) if length and length.isdigit() else None, label, progress)
+            total = int(length) if length and length.isdigit() else None
+            return _copy_stream(resp, fout, total, label, progress, dataset)
     except urllib.error.HTTPError as exc:
         if exc.code == 429 or exc.code >= 500:
             raise _Transient(f"HTTP {exc.code} {exc.reason}") from None
@@ -167,8 +195,9 @@ def fetch_file(
     params: DataParams,
     progress: bool = True,
     sleep: Callable[[float], None] = time.sleep,
+    dataset: Dataset = MNIST,
 ) -> FetchResult:
-    """Fetch `name`.gz into `out_dir` from the first mirror that serves verified content."""
+    """Fetch `name`.gz of `dataset` into `out_dir` from the first mirror that serves verified content."""
     filename = f"{name}.gz"
     final = out_dir / filename
     failures: list[str] = []
@@ -180,9 +209,9 @@ def fetch_file(
             attempts += 1
             try:
                 with atomic_path(final) as tmp:
-                    size = _fetch_once(source, tmp, params.timeout_s, progress)
+                    size = _fetch_once(source, tmp, params.timeout_s, progress, dataset)
                     try:
-                        digest, raw_size = gunzip_sha256(tmp)
+                        digest, raw_size = gunzip_sha256(tmp, dataset=dataset)
                     except DataError as exc:
                         raise _Fatal(str(exc).split(": ", 1)[-1]) from None
                     if digest != expected_sha256:
@@ -202,21 +231,34 @@ def fetch_file(
     detail = "\n  ".join(failures)
     raise DataError(
         f"could not fetch {filename} from any mirror:\n  {detail}\n"
-        "Set MNIST_MIRROR to a reachable URL or a local directory holding the MNIST .gz files."
+        f"Set {dataset.env_var} to a reachable URL or a local directory holding the {dataset.name} files "
+        f"({', '.join(f + '.gz' for f in dataset.files)})."
     )
 
 
-def fetch_all(params: DataParams, out_dir: Path, progress: bool = True) -> list[FetchResult]:
-    """Fetch and verify all four files into `out_dir` (which should be a fresh directory)."""
-    mirrors = resolve_mirrors(params)
+def fetch_dataset(dataset: Dataset, params: DataParams, out_dir: Path, progress: bool = True) -> list[FetchResult]:
+    """Fetch and verify all files of `dataset` into `out_dir` (which should be a fresh directory)."""
+    mirrors = resolve_mirrors(params, dataset=dataset)
     for mirror in mirrors:
         if not _is_url(mirror) and urllib.parse.urlsplit(mirror).scheme not in ("", "file"):
-            raise DataError(f"mirror {mirror!r} is neither an http(s) URL nor a local directory")
+            raise DataError(
+                f"{dataset.name} mirror {mirror!r} is neither an http(s) URL nor a local directory "
+                f"(check ${dataset.env_var} and {dataset.params_key}.mirrors)"
+            )
     out_dir.mkdir(parents=True, exist_ok=True)
-    return [
-        fetch_file(name, params.sha256[name], [_local(m) for m in mirrors], out_dir, params, progress)
-        for name in MNIST_FILES
-    ]
+    sha256 = dataset.settings(params).sha256
+    local = [_local(m) for m in mirrors]
+    return [fetch_file(name, sha256[name], local, out_dir, params, progress, dataset=dataset) for name in dataset.files]
+
+
+def fetch_all(params: DataParams, out_dir: Path, progress: bool = True) -> list[FetchResult]:
+    """The four MNIST files into `out_dir`."""
+    return fetch_dataset(MNIST, params, out_dir, progress)
+
+
+def fetch_usps(params: DataParams, out_dir: Path, progress: bool = True) -> list[FetchResult]:
+    """USPS's zip.train.gz and zip.test.gz into `out_dir`."""
+    return fetch_dataset(USPS, params, out_dir, progress)
 
 
 def _local(mirror: str) -> str:

@@ -1,5 +1,6 @@
 """Shared by the fault suite: a copy of the project wired to a loopback mirror of the MNIST
-subset (fast preset, 2 epochs), and helpers to run its commands the way a user does."""
+subset and a folder of USPS-format files made from it (fast preset, 2 epochs), and helpers to
+run its commands the way a user does."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 
 from mnist_cnn.schema import dump_yaml, parse_yaml
 
-from conftest import SUBSET, MirrorServer, clean_env, copy_project, run, subset_sha256  # noqa: F401 (re-exported)
+from conftest import SUBSET, MirrorServer, clean_env, copy_project, run, subset_sha256, usps_params  # noqa: F401 (re-exported)
 
 
 def edit_params(dest: Path, **sections) -> None:
@@ -35,14 +36,15 @@ def champion_version(dest: Path) -> str | None:
 
 
 @pytest.fixture
-def project(tmp_path):
+def project(tmp_path, usps_subset_dir):
     """(project dir, mirror): the project on the subset, fast preset, 2 epochs, gate at 50%."""
     server = MirrorServer(SUBSET)
     dest = copy_project(tmp_path / "project")
     run(["mnist-cnn", "preset", "fast"], dest)
     edit_params(
         dest,
-        data={"mirrors": [server.url], "sha256": subset_sha256(), "retries": 1, "backoff_s": 0.1, "timeout_s": 5},
+        data={"mirrors": [server.url], "sha256": subset_sha256(), "retries": 1, "backoff_s": 0.1, "timeout_s": 5,
+              "usps": usps_params(usps_subset_dir)},
         train={"epochs": 2},
         register={"min_test_accuracy": 0.5},
     )

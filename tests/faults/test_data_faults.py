@@ -5,7 +5,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +28,7 @@ def test_a_bad_mirror_falls_through_to_the_next_and_nothing_unverified_lands(pro
         for name in FILES:
             bad.faults[name] = [fault] * 5
         edit_params(dest, data={"mirrors": [bad.url, good.url], "timeout_s": 1.5})
-        proc = run([sys.executable, "stages/download.py", "--out-dir", "data/raw"], dest)
+        proc = run(stage_cmd("download"), dest)
     finally:
         bad.close()
     raw = dest / "data" / "raw"
@@ -48,7 +47,7 @@ def test_all_mirrors_bad_is_one_clear_error_and_leaves_nothing(project):
             bad.faults[name] = ["flip"] * 5
             good.faults[name] = [404] * 5
         edit_params(dest, data={"mirrors": [bad.url, good.url]})
-        proc = run([sys.executable, "stages/download.py", "--out-dir", "data/raw"], dest, check=False)
+        proc = run(stage_cmd("download"), dest, check=False)
     finally:
         bad.close()
     assert proc.returncode == 1
@@ -57,6 +56,7 @@ def test_all_mirrors_bad_is_one_clear_error_and_leaves_nothing(project):
     assert bad.url in error and good.url in error, error
     raw = dest / "data" / "raw"
     assert not raw.exists() or not any(raw.iterdir())
+    assert not (dest / "data" / "usps").exists()
 
 
 def _regzip(path: Path, content: bytes) -> None:
