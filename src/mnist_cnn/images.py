@@ -47,6 +47,7 @@ PAPER_SCALE = 160  # px: the paper's light is estimated on the image reduced to 
 PAPER_ELEMENT = 0.12  # closing size, share of the short side: wider than strokes, narrower than shadows
 UNEVEN_PAPER = 20.0  # grey levels of spread in the paper's light above which it is divided out
 MIN_PHOTO_SIDE = 96  # px: smaller images are digital; their strokes are too wide for the closing
+CLEAN_SHARE = 0.45  # an image with less than this share of grey pixels (15-85% of its range) has no shadow
 EDGE_MARGIN = 0.1  # share of the side: ink this near three sides (past its lines) is a tightly cropped digit
 LINE_SHARE = 0.9  # a row or column with ink over this share of its length is a ruled line or an edge
 MARK_SHARE = 0.08  # a component with less of the ink than this share of the largest one's is a speck
@@ -184,14 +185,17 @@ def _alternations(ring: np.ndarray, dark: float, light: float) -> int:
 
 
 def _dark_ink(gray: np.ndarray) -> bool:
-    """Whether the ink is darker than the paper. The paper is the border's lighter part (a shadow
-    may darken most of the border, so not its median), unless strokes cross the border, as in a
-    tightly cropped digit: light and dark then alternate around it at least twice, and the paper
-    is what most of the border is, its median (a shadow's edge splits the border only once)."""
+    """Whether the ink is darker than the paper. The paper is what most of the border is, its
+    median, when ink touches the border: light and dark alternate around it twice or more
+    (strokes crossing it, a tightly cropped digit), or once in a clean image (little grey
+    between ink and paper, so no shadow). Otherwise it is the border's lighter part, not its
+    median: a shadow may darken most of the border, and its edge splits the border once."""
     dark, light = (float(v) for v in np.percentile(gray, [0.2, 99.8]))  # the extremes, past a few noisy pixels
     ring = _ring(gray)
-    crossed = _alternations(ring, dark, light) >= 2
-    paper = float(np.percentile(ring, 50 if crossed else PAPER_PERCENTILE))
+    alternations = _alternations(ring, dark, light)
+    grey = np.mean(np.abs(gray - (dark + light) / 2) < 0.35 * (light - dark))
+    touched = alternations >= 2 or (alternations == 1 and grey < CLEAN_SHARE)
+    paper = float(np.percentile(ring, 50 if touched else PAPER_PERCENTILE))
     return paper - dark > light - paper
 
 
@@ -227,25 +231,26 @@ def _even_light(gray: np.ndarray) -> np.ndarray:
 
 def _without_lines(ink: np.ndarray) -> np.ndarray:
     """Blank the rows and columns inked across LINE_SHARE of their length (ruled lines, page and
-    scanner edges). They stay when they are the digit's own strokes: when the rest of the ink
-    reaches three of the image's sides too (a tightly cropped digit: the bar of a 5, the stem of
-    a 4), or when blanking them would take most of the ink."""
-    if min(ink.shape) < MIN_PHOTO_SIDE:  # a digital image: a stroke across it is the digit's
+    scanner edges). Lines of one direction stay when they are the digit's own strokes, in a
+    tightly cropped digit: when the rest of the ink spans the image along them too (the sides of
+    a 0, the bar of a 5) or reaches three of its sides (the stem of a 4), or when blanking them
+    would take most of the ink. Small images are digital: no lines are looked for."""
+    if min(ink.shape) < MIN_PHOTO_SIDE:
         return ink
     mask = ink > 0.15 * float(ink.max())
-    rows, cols = mask.mean(axis=1) >= LINE_SHARE, mask.mean(axis=0) >= LINE_SHARE
-    if not rows.any() and not cols.any():
+    found = [ndimage.binary_dilation(mask.mean(axis=1 - axis) >= LINE_SHARE) for axis in (0, 1)]  # rows, columns
+    if not found[0].any() and not found[1].any():
         return ink
-    lines = ndimage.binary_dilation(rows)[:, None] | ndimage.binary_dilation(cols)[None, :]
-    rest = mask & ~lines
-    if rest.any():
-        reached = 0
-        for axis in (0, 1):
-            low, high = np.percentile(np.nonzero(rest)[axis], [1, 99])
-            reached += (low < EDGE_MARGIN * mask.shape[axis]) + (high + 1 > (1 - EDGE_MARGIN) * mask.shape[axis])
-        if reached >= 3:
-            return ink
-    out = np.where(lines, 0.0, ink)
+    rest = mask & ~(found[0][:, None] | found[1][None, :])
+    if not rest.any():
+        return ink
+    spans = [np.percentile(np.nonzero(rest)[axis], [1, 99]) / mask.shape[axis] for axis in (0, 1)]
+    sides = sum(int(low < EDGE_MARGIN) + int(high > 1 - EDGE_MARGIN) for low, high in spans)
+    out = ink.copy()
+    for axis, lines in enumerate(found):
+        low, high = spans[1 - axis]  # the rest's extent along these lines
+        if lines.any() and sides < 3 and high - low < LINE_SHARE - EDGE_MARGIN:
+            out[np.broadcast_to(lines[:, None] if axis == 0 else lines[None, :], out.shape)] = 0.0
     return out if out.sum() >= 0.3 * ink.sum() else ink
 
 
