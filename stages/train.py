@@ -1,10 +1,11 @@
-"""Stage train: fit the CNN on the training split, pick the best epoch on validation, log it all to MLflow."""
+"""Stage train: fit the CNN on the training split, pick the best epoch on validation, calibrate it on
+validation (temperature and the "not sure" threshold), log it all to MLflow."""
 
 import shutil
 
 import mlflow
 
-from mnist_cnn import atomic, config, data, figures, presets, tracking
+from mnist_cnn import atomic, calibration, config, data, figures, presets, tracking
 from mnist_cnn.entrypoint import run_main, stage_parser
 from mnist_cnn.serving import package
 
@@ -33,13 +34,15 @@ def main() -> None:
     with tracking.stage_run("train", experiment, root, system_metrics=True) as run:
         tracking.log_training_inputs(params, args.data_dir, {"train": train_split, "val": val_split}, checksums)
         result = training.train(params.model, params.train, train_split, val_split, work_dir, on_epoch=[tracking.log_epoch])
-        summary = result.summary()
+        network, record, fit = training.calibrate(result.model, val_split, params.calibration)
+        summary = {**result.summary(), **fit}
         mlflow.log_metrics({k: float(v) for k, v in summary.items()})
         curves = figures.learning_curves(result.history, result.best_epoch)
         tracking.log_figure(curves, "training/learning_curves.png", args.figures)
         tracking.log_table(result.history, "training/history.json")
         with atomic.atomic_path(args.model) as tmp:
-            result.model.save(tmp)
+            network.save(tmp)
+            calibration.write(tmp, record)
             model_info = package.log_model(tmp, val_split.x[:2])
         atomic.write_rows(args.history, result.history)
         atomic.write_json(args.metrics, summary)
@@ -48,6 +51,8 @@ def main() -> None:
     shutil.rmtree(work_dir, ignore_errors=True)
     print(f"best epoch {result.best_epoch}/{len(result.history)}: val_accuracy {result.best['val_accuracy']:.4f}, "
           f"{result.seconds:.1f}s; MLflow run {run.info.run_id}")
+    print(f"calibrated: temperature {fit['temperature']:.3f}, val_ece {fit['val_ece_uncalibrated']:.4f} -> {fit['val_ece']:.4f}; "
+          f"\"not sure\" below confidence {fit['abstain_threshold']:.3f}")
 
 if __name__ == "__main__":
     run_main(main, tensorflow=True)

@@ -1,6 +1,6 @@
 """The CNN, built from ModelParams. Input is raw 0-255 pixels (N, 28, 28, 1); scaling and
 training-only augmentation are layers of the model, so the saved `.keras` file needs no extra
-code and loads in safe mode."""
+code and loads in safe mode. The last Dense layer gives the logits, a softmax the probabilities."""
 
 from __future__ import annotations
 
@@ -52,5 +52,15 @@ def build_model(params: ModelParams, seed: int = 42) -> keras.Model:
             x = layers.Activation("relu", name=f"dense{d}_relu")(x)
     if params.dropout:
         x = layers.Dropout(params.dropout, seed=seed + 100, name="dropout")(x)
-    outputs = layers.Dense(10, activation="softmax", dtype="float32", name="probabilities")(x)
+    logits = layers.Dense(10, dtype="float32", name="logits")(x)
+    outputs = layers.Activation("softmax", dtype="float32", name="probabilities")(logits)
     return keras.Model(inputs, outputs, name="mnist_cnn")
+
+
+def with_temperature(model: keras.Model, temperature: float) -> keras.Model:
+    """The same network (shared layers and weights) with its logits divided by `temperature`
+    before the softmax: calibrated probabilities from built-in layers, so it loads in safe mode."""
+    logits = model.get_layer("logits").output
+    scaled = layers.Rescaling(1.0 / temperature, dtype="float32", name="temperature")(logits)
+    outputs = layers.Activation("softmax", dtype="float32", name="probabilities")(scaled)
+    return keras.Model(model.input, outputs, name=model.name)

@@ -15,7 +15,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from mnist_cnn.config import ModelParams, TrainParams
+from mnist_cnn.config import CalibrationParams, ModelParams, TrainParams
 from mnist_cnn.data import Split
 from mnist_cnn.model import build_model
 from mnist_cnn.schema import to_dict
@@ -105,8 +105,12 @@ def make_optimizer(params: TrainParams, steps_per_epoch: int):
     return keras.optimizers.Adam(lr)
 
 
+def _one_hot(params: TrainParams) -> bool:
+    return bool(params.label_smoothing or params.nondigits)
+
+
 def compile_model(model, params: TrainParams, steps_per_epoch: int) -> None:
-    if params.label_smoothing:
+    if _one_hot(params):
         loss = keras.losses.CategoricalCrossentropy(label_smoothing=params.label_smoothing)
     else:
         loss = keras.losses.SparseCategoricalCrossentropy()
@@ -114,9 +118,26 @@ def compile_model(model, params: TrainParams, steps_per_epoch: int) -> None:
 
 
 def encode_labels(y: np.ndarray, params: TrainParams) -> np.ndarray:
-    if params.label_smoothing:
-        return np.eye(10, dtype="float32")[y]
-    return y
+    """Sparse labels, or one-hot rows where the loss needs them; NONDIGIT becomes the uniform row."""
+    if not _one_hot(params):
+        return y
+    rows = np.vstack([np.eye(10, dtype="float32"), np.full((1, 10), 0.1, dtype="float32")])
+    return rows[np.asarray(y, dtype=np.int64)]
+
+
+NONDIGIT = 10  # the label of a generated non-digit: its target is uniform over the ten digits
+
+
+def with_nondigits(split: Split, share: float, seed: int) -> Split:
+    """Outlier exposure (Hendrycks et al. 2019): `share` of the split's size in generated
+    non-digits, labelled NONDIGIT, appended (fit shuffles every epoch)."""
+    n = round(len(split) * share)
+    if n == 0:
+        return split
+    from mnist_cnn import nondigits
+
+    x = nondigits.generate(n, seed=seed, split="train")
+    return Split(np.concatenate([split.x, x]), np.concatenate([split.y.astype(np.int64), np.full(n, NONDIGIT)]))
 
 
 def _read_history(path: Path) -> list[dict[str, float]]:
@@ -168,6 +189,7 @@ def train(
     make_deterministic(params.seed)
     use_mixed_precision(params.mixed_precision)
     model = build_model(model_params, seed=params.seed)
+    train_split = with_nondigits(train_split, params.nondigits, params.seed)
     steps = math.ceil(len(train_split) / params.batch_size)
     compile_model(model, params, steps)
 
@@ -247,3 +269,24 @@ def train(
         seconds=seconds,
         images_per_second=trained_images / fit_seconds,
     )
+
+
+def calibrate(model, val_split: Split, params: CalibrationParams, batch_size: int = 1024):
+    """The network with its validation-fitted temperature baked in, its calibration record, and
+    the figures of the fit (`temperature`, `abstain_threshold`, `val_ece` before and after)."""
+    from mnist_cnn import calibration
+    from mnist_cnn.evaluation import predict_proba
+    from mnist_cnn.model import with_temperature
+
+    raw = predict_proba(model, val_split.x, batch_size)
+    temperature = calibration.fit_temperature(raw, val_split.y)
+    proba = calibration.rescale(raw, temperature)
+    record = calibration.Calibration(temperature, calibration.abstain_threshold(proba, params.abstain_rate))
+    metrics = {
+        "temperature": temperature,
+        "abstain_threshold": record.abstain_below,
+        "val_ece": calibration.ece(proba, val_split.y, params.bins),
+        "val_ece_uncalibrated": calibration.ece(raw, val_split.y, params.bins),
+        "val_not_sure": float(np.mean(~record.sure(proba))),
+    }
+    return with_temperature(model, temperature), record, metrics
