@@ -2,13 +2,16 @@
 
 import mlflow
 
-from mnist_cnn import atomic, config, presets, registry, tracking
+import json
+
+from mnist_cnn import atomic, config, data, model_card, presets, registry, tracking
 from mnist_cnn.entrypoint import run_main, stage_parser
 from mnist_cnn.schema import flatten
 
 PATHS = {
     "--run-info": "the train stage's MLflow run (JSON)",
     "--metrics": "the evaluate stage's test metrics (JSON)",
+    "--train-metrics": "the train stage's metrics, for the model card (JSON)",
     "--data-dir": "the processed data, whose checksums tag the version",
     "--report": "what the gate decided (JSON)",
 }
@@ -25,8 +28,16 @@ def main() -> None:
     with tracking.stage_run("register", experiment, root):
         tracking.log_params(flatten(params.register, "register."))
         tags = registry.version_tags(params, args.data_dir, root)
-        report = registry.register(info["model_uri"], info["run_id"], metrics, tags, params.register, presets.describe(params))
+        described = presets.describe(params)
+        checksums = {**data.processed_checksums(args.data_dir), **{f"usps {k}": v for k, v in params.data.usps.sha256.items()}}
+        train = json.loads(args.train_metrics.read_text()) if args.train_metrics.is_file() else {}
+
+        def card(version: int, verdict: str) -> str:
+            return model_card.render(params.register.model_name, version, metrics, train, checksums, described, verdict)
+
+        report = registry.register(info["model_uri"], info["run_id"], metrics, tags, params.register, described, card)
         mlflow.log_metrics({"registered_version": float(report["version"]), "promoted": float(report["promoted"])})
+        mlflow.set_tag("mnist_cnn.gate_rule", report["rule"])
         mlflow.set_tags({"mnist_cnn.registered": f"{report['model_name']}/{report['version']}", "mnist_cnn.alias": report["alias"]})
         tracking.log_dict(report, "register/report.json")
         atomic.write_json(args.report, report)

@@ -25,7 +25,7 @@ from mnist_cnn import stack
 from mnist_cnn.schema import dump_yaml, parse_yaml
 from mnist_cnn.tuning import storage
 
-from conftest import ROOT, SUBSET, MirrorServer, clean_env, copy_project, free_port, run, subset_sha256
+from conftest import ROOT, SUBSET, MirrorServer, clean_env, copy_project, free_port, run, subset_sha256, usps_params
 
 pytestmark = pytest.mark.slow
 
@@ -74,7 +74,7 @@ def mirror_url():
     server.close()
 
 
-def make_clones(base: Path, mirror_url: str) -> tuple[Path, Path]:
+def make_clones(base: Path, mirror_url: str, usps_dir: Path) -> tuple[Path, Path]:
     """Clone A (the project, committed, fast preset, 1 epoch on the subset) and clone B, a
     `git clone` of A: two machines' working copies of one repository."""
     a = copy_project(base / "a")
@@ -82,6 +82,7 @@ def make_clones(base: Path, mirror_url: str) -> tuple[Path, Path]:
     params = parse_yaml((a / "params.yaml").read_text())
     params["data"]["mirrors"] = [mirror_url]
     params["data"]["sha256"] = subset_sha256()
+    params["data"]["usps"] = usps_params(usps_dir)
     params["train"]["epochs"] = 1
     params["register"]["min_test_accuracy"] = 0.1
     (a / "params.yaml").write_text(dump_yaml(params))
@@ -198,11 +199,11 @@ def test_a_claim_waits_for_another_machine_s_claim_through_the_database(team_sta
 
 
 def test_two_clones_tune_one_study_and_run_dvc_repro_at_once_then_share_through_a_dvc_remote(
-    team_stack, processed, mirror_url, tmp_path
+    team_stack, processed, mirror_url, usps_subset_dir, tmp_path
 ):
     from mlflow import MlflowClient
 
-    a, b = make_clones(tmp_path, mirror_url)
+    a, b = make_clones(tmp_path, mirror_url, usps_subset_dir)
     name, n_trials = f"team-{uuid.uuid4().hex[:8]}", 5
     location = team_stack.optuna()
     procs = [
@@ -255,12 +256,14 @@ def test_two_clones_tune_one_study_and_run_dvc_repro_at_once_then_share_through_
     assert runs_after == runs_before, "a no-op repro logs no run"
 
 
-def test_a_dead_machine_s_trial_is_failed_by_its_heartbeat_and_its_run_killed(team_stack, processed, mirror_url, tmp_path):
+def test_a_dead_machine_s_trial_is_failed_by_its_heartbeat_and_its_run_killed(
+    team_stack, processed, mirror_url, usps_subset_dir, tmp_path
+):
     """Another machine's worker is SIGKILLed mid-trial. Liveness cannot judge another machine's
     process, so its trial is failed only when its heartbeats stop."""
     from mlflow import MlflowClient
 
-    a, b = make_clones(tmp_path, mirror_url)
+    a, b = make_clones(tmp_path, mirror_url, usps_subset_dir)
     name, location = f"dead-{uuid.uuid4().hex[:8]}", team_stack.optuna()
     beat = ["--set=tune.heartbeat_s=1"]
     victim = subprocess.Popen(tune_cmd(processed, location, name, "--trials", "3", "--set=tune.epochs=30", *beat), cwd=b,
@@ -334,7 +337,8 @@ class Constant(mlflow.pyfunc.PythonModel):
         return model_input
 
 name, accuracies = sys.argv[1], [float(a) for a in sys.argv[2:]]
-params = RegisterParams(model_name=name, min_test_accuracy=0.5, champion_alias="champion", challenger_alias="challenger")
+params = RegisterParams(model_name=name, min_test_accuracy=0.5, real_digits_tolerance=0.005, champion_alias="champion",
+                        challenger_alias="challenger")
 experiment = mlflow.set_experiment(name)
 for accuracy in accuracies:
     with mlflow.start_run() as run:

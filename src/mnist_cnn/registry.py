@@ -1,5 +1,6 @@
-"""The champion gate: register a trained model and move `@champion` only when it is at least
-as good as the current champion and above the minimum; otherwise it becomes `@challenger`."""
+"""The champion gate: register a trained model and move `@champion` only when it is above the
+minimum, reads real digits from outside MNIST (`usps_accuracy`) no worse than the champion by more
+than a tolerance, and is at least as good on MNIST's test set; otherwise it becomes `@challenger`."""
 
 from __future__ import annotations
 
@@ -8,13 +9,13 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import mlflow
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from mnist_cnn import data, liveness, tracking
+from mnist_cnn import data, liveness, model_card, tracking
 from mnist_cnn.config import Params, RegisterParams
 from mnist_cnn.errors import TrackingError
 from mnist_cnn.schema import to_dict
@@ -117,13 +118,33 @@ def version_tags(params: Params, data_dir: Path, root: Path) -> dict[str, str]:
     }
 
 
-def _accuracy(version) -> float | None:
-    value = (version.tags or {}).get("test_accuracy")
+def _metric(version, name: str = "test_accuracy") -> float | None:
+    value = (version.tags or {}).get(name)
     if value is not None:
         return float(value)
     if version.run_id:
-        return _client().get_run(version.run_id).data.metrics.get("test_accuracy")
+        return _client().get_run(version.run_id).data.metrics.get(name)
     return None
+
+
+GATED = ("test_", "usps_", "nondigits_")  # metric prefixes a version is tagged with (not the per-digit ones)
+
+
+def decide(metrics: Mapping[str, float], champion: Mapping[str, float | None] | None, params: RegisterParams) -> tuple[bool, str, str]:
+    """Whether a new version becomes champion, the rule that decided, and why (one line).
+    `champion` holds the current champion's `test_accuracy` and `usps_accuracy` (None if unknown)."""
+    accuracy, real = float(metrics["test_accuracy"]), metrics.get("usps_accuracy")
+    if accuracy < params.min_test_accuracy:
+        return False, "min_test_accuracy", f"test_accuracy {accuracy:.4f} is below the minimum {params.min_test_accuracy:.4f}"
+    if champion is None:
+        return True, "first", "no champion yet"
+    their, their_real = champion.get("test_accuracy"), champion.get("usps_accuracy")
+    if real is not None and their_real is not None and real < their_real - params.real_digits_tolerance:
+        return False, "real_digits", (f"usps_accuracy {real:.4f} is more than {params.real_digits_tolerance:.4f} below the "
+                                      f"champion's {their_real:.4f}, whatever its test_accuracy")
+    if their is not None and accuracy < their:
+        return False, "test_accuracy", f"test_accuracy {accuracy:.4f} is below the champion's {their:.4f}"
+    return True, "test_accuracy", f"test_accuracy {accuracy:.4f} >= champion's {their:.4f}" if their is not None else "champion unscored"
 
 
 def register(
@@ -133,9 +154,12 @@ def register(
     tags: Mapping[str, str],
     params: RegisterParams,
     summary: str = "",
+    card: Callable[[int, str], str] | None = None,
 ) -> dict[str, Any]:
-    """Register (or find, if this run was registered before) and apply the gate. The version's
-    description (the registry's one line) gives its test accuracy, `summary` and the gate's verdict.
+    """Register (or find, if this run was registered before) and apply the gate (`decide`). The
+    version's description (the registry's one line) gives its MNIST and USPS accuracy and
+    calibration error, `summary` and the gate's verdict; `card(version, verdict)`, when given, is
+    its model card, logged into the model's run as `model_card.md`.
 
     Returns a report of what was done. A version created here is deleted again if anything
     after its creation fails, so the registry is never left half-updated. The whole gate runs
@@ -143,7 +167,7 @@ def register(
     the best, as if they had registered one after the other.
     """
     with gate_lock(params.model_name):
-        return _register(model_uri, run_id, metrics, tags, params, summary)
+        return _register(model_uri, run_id, metrics, tags, params, summary, card)
 
 
 def _register(
@@ -153,11 +177,12 @@ def _register(
     tags: Mapping[str, str],
     params: RegisterParams,
     summary: str,
+    card: Callable[[int, str], str] | None,
 ) -> dict[str, Any]:
     client = _client()
     name = params.model_name
     accuracy = float(metrics["test_accuracy"])
-    all_tags = {**tags, **{k: f"{v:.6f}" for k, v in metrics.items() if k.startswith("test_") and "digit" not in k}}
+    all_tags = {**tags, **{k: f"{v:.6f}" for k, v in metrics.items() if k.startswith(GATED) and "_digit_" not in k}}
 
     existing = []
     try:
@@ -174,19 +199,13 @@ def _register(
         champion = alias_version(name, params.champion_alias)
         previous = None
         if champion is not None and champion.version != version.version:
-            previous = {"version": int(champion.version), "test_accuracy": _accuracy(champion)}
-        prev_acc = previous["test_accuracy"] if previous else None
-
+            previous = {"version": int(champion.version), "test_accuracy": _metric(champion), "usps_accuracy": _metric(champion, "usps_accuracy")}
         if champion is not None and champion.version == version.version:
-            promoted, reason = True, "already the champion"
-        elif accuracy < params.min_test_accuracy:
-            promoted, reason = False, f"test_accuracy {accuracy:.4f} is below the minimum {params.min_test_accuracy:.4f}"
-        elif prev_acc is not None and accuracy < prev_acc:
-            promoted, reason = False, f"test_accuracy {accuracy:.4f} is below the champion's {prev_acc:.4f} (version {previous['version']})"
-        elif previous is None:
-            promoted, reason = True, "no champion yet"
+            promoted, rule, reason = True, "already", "already the champion"
         else:
-            promoted, reason = True, f"test_accuracy {accuracy:.4f} >= champion's {prev_acc:.4f} (version {previous['version']})"
+            promoted, rule, reason = decide(metrics, previous, params)
+            if previous is not None and rule != "min_test_accuracy":
+                reason += f" (version {previous['version']})"
 
         alias = params.champion_alias if promoted else params.challenger_alias
         client.set_registered_model_alias(name, alias, version.version)
@@ -194,8 +213,10 @@ def _register(
             challenger = alias_version(name, params.challenger_alias)
             if challenger is not None and challenger.version == version.version:
                 client.delete_registered_model_alias(name, params.challenger_alias)
-        line = ", ".join(p for p in (f"test_accuracy {accuracy:.4f}", summary, f"@{alias}: {reason}") if p)
+        line = ", ".join(p for p in (model_card.summary(metrics), summary, f"@{alias}: {reason}") if p)
         client.update_model_version(name, version.version, description=line)
+        if card is not None:
+            client.log_text(run_id, card(int(version.version), f"@{alias}: {reason}"), "model_card.md")
     except BaseException:
         if created is not None:
             try:
@@ -209,7 +230,9 @@ def _register(
         "alias": alias,
         "promoted": promoted,
         "reason": reason,
+        "rule": rule,
         "test_accuracy": accuracy,
+        "usps_accuracy": metrics.get("usps_accuracy"),
         "previous_champion": previous,
         "model_uri": f"models:/{name}/{version.version}",
         "run_id": run_id,
