@@ -1,14 +1,17 @@
-"""Stage evaluate: score the trained model on the 10,000 test images, into the same MLflow run as the model."""
+"""Stage evaluate: score the trained model on the 10,000 test images, on real digits from outside MNIST
+(USPS, encoded as a user's files and read through `images.prepare`) and on generated non-digits it
+never saw, into the same MLflow run as the model."""
 
 import mlflow
 
-from mnist_cnn import atomic, config, data, figures, presets, tracking
+from mnist_cnn import atomic, calibration, config, data, figures, nondigits, presets, tracking, usps
 from mnist_cnn.entrypoint import run_main, stage_parser
 from mnist_cnn.errors import DataError
 from mnist_cnn.schema import flatten
 
 PATHS = {
     "--data-dir": "test.npz",
+    "--usps-dir": "USPS's zip.test.gz",
     "--model": "the trained .keras file",
     "--run-info": "the train stage's MLflow run (JSON)",
     "--metrics": "test metrics (JSON)",
@@ -16,6 +19,9 @@ PATHS = {
     "--report": "per-class precision, recall, F1 (CSV)",
     "--figures": "folder for the confusion-matrix and prediction PNGs (DVC plots)",
 }
+
+
+NONDIGITS, NONDIGIT_SEED = 2000, 2024  # the held-out non-digit set: test fonts and shapes, a seed training never used
 
 
 def main() -> None:
@@ -30,8 +36,15 @@ def main() -> None:
     if not args.model.is_file():
         raise DataError(f"{args.model} is missing; run the train stage first (dvc repro train)")
     model = keras.saving.load_model(args.model, compile=False, safe_mode=True)
-    proba = evaluation.predict_proba(model, test.x, params.evaluate.batch_size)
+    record = calibration.read(args.model)
+    batch, bins = params.evaluate.batch_size, params.calibration.bins
+    proba = evaluation.predict_proba(model, test.x, batch)
     result = evaluation.evaluate_probabilities(test.y, proba, worst=params.evaluate.worst)
+    result.metrics.update(evaluation.calibration_metrics("test", proba, test.y, record, bins))
+    ink, labels = usps.load(args.usps_dir / f"{usps.TEST}.gz")
+    real = evaluation.real_digits(model, usps.prepared(ink, labels), record, bins, batch, params.evaluate.worst)
+    result.metrics.update(real.metrics)
+    result.metrics.update(evaluation.nondigit_metrics(model, nondigits.generate(NONDIGITS, NONDIGIT_SEED, "test"), record, batch))
 
     root = config.project_root()
     experiment = tracking.configure(params.tracking, root)
@@ -39,12 +52,20 @@ def main() -> None:
         tracking.log_params(flatten(params.evaluate, "evaluate."))
         digest = data.file_sha256(args.data_dir / "test.npz")
         test_set = tracking.log_dataset(test, "test", args.data_dir / "test.npz", digest, "testing")
-        mlflow.log_metrics(result.metrics, dataset=test_set, model_id=info.get("model_id"))
+        mlflow.log_metrics({k: v for k, v in result.metrics.items() if k not in real.metrics}, dataset=test_set,
+                           model_id=info.get("model_id"))
+        usps_file = args.usps_dir / f"{usps.TEST}.gz"
+        usps_set = tracking.log_dataset(data.Split(real.x, real.y), "usps-test", usps_file, data.file_sha256(usps_file), "real-digits")
+        mlflow.log_metrics({k: v for k, v in real.metrics.items()}, dataset=usps_set, model_id=info.get("model_id"))
         tracking.log_table(result.report, "evaluation/classification_report.json")
         shown = (test.x, test.y, result.predicted, result.confidence)
         for name, fig in (("confusion_matrix", figures.confusion_matrix(result.confusion)),
                           ("sample_predictions", figures.sample_predictions(*shown, params.evaluate.grid_size)),
-                          ("worst_predictions", figures.worst_predictions(*shown, result.worst))):  # fmt: skip
+                          ("worst_predictions", figures.worst_predictions(*shown, result.worst)),
+                          ("usps_worst", figures.worst_predictions(real.x, real.y, real.predicted, real.confidence, real.worst,
+                                                                    "on USPS", real.rendering)),
+                          ("reliability", figures.reliability_diagram(
+                              {"MNIST test": calibration.reliability(proba, test.y, bins), "USPS": real.reliability}))):  # fmt: skip
             tracking.log_figure(fig, f"evaluation/{name}.png", args.figures)
         metrics = dict(result.metrics)
         corrected = data.load_split(args.data_dir, data.FEEDBACK) if (args.data_dir / f"{data.FEEDBACK}.npz").is_file() else None
@@ -62,6 +83,9 @@ def main() -> None:
     m = metrics
     extra = f"; feedback_accuracy {m['feedback_accuracy']:.4f} on {m['feedback_images']:.0f} images" if "feedback_accuracy" in m else ""
     print(f"test_accuracy {m['test_accuracy']:.4f}, test_loss {m['test_loss']:.4f}, macro F1 {m['test_macro_f1']:.4f}{extra}")
+    renderings = ", ".join(f"{k[len('usps_accuracy_'):]} {v:.4f}" for k, v in m.items() if k.startswith("usps_accuracy_"))
+    print(f"usps_accuracy {m['usps_accuracy']:.4f} ({renderings}); ece test {m['test_ece']:.4f}, usps {m['usps_ece']:.4f}; "
+          f"not sure: test {m['test_not_sure']:.2%}, usps {m['usps_not_sure']:.2%}, non-digits {m['nondigits_not_sure']:.2%}")
 
 
 if __name__ == "__main__":

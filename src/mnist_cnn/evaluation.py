@@ -1,5 +1,6 @@
 """Test-set metrics: accuracy, loss, per-class and macro precision/recall/F1, confusion matrix,
-and the indices of sample and worst predictions for the figures."""
+and the indices of sample and worst predictions for the figures; calibration error and "not
+sure" shares; real digits from outside MNIST (USPS) and generated non-digits."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import keras
 import numpy as np
 from sklearn.metrics import classification_report, confusion_matrix
 
-from mnist_cnn.data import NUM_CLASSES
+from mnist_cnn import calibration
+from mnist_cnn.calibration import Calibration
+from mnist_cnn.data import NUM_CLASSES, Split
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,3 +78,58 @@ def feedback_metrics(model, split, batch_size: int = 1024) -> dict[str, float]:
     """Accuracy on the digits people corrected on the web page (real handwriting, its own metric)."""
     predicted = predict_proba(model, split.x, batch_size).argmax(axis=1)
     return {"feedback_accuracy": float(np.mean(predicted == split.y)), "feedback_images": float(len(split))}
+
+
+def calibration_metrics(prefix: str, proba: np.ndarray, y: np.ndarray, record: Calibration, bins: int) -> dict[str, float]:
+    """`<prefix>_ece` of the calibrated network and `_uncalibrated` (its temperature undone), and
+    `<prefix>_not_sure`, the share of these digits it answers "not sure"."""
+    raw = calibration.rescale(proba, 1.0 / record.temperature)
+    return {
+        f"{prefix}_ece": calibration.ece(proba, y, bins),
+        f"{prefix}_ece_uncalibrated": calibration.ece(raw, y, bins),
+        f"{prefix}_not_sure": float(np.mean(~record.sure(proba))),
+    }
+
+
+@dataclasses.dataclass(frozen=True)
+class RealDigits:
+    """USPS in every rendering, read by the model: `usps_*` metrics and what the figures show."""
+
+    metrics: dict[str, float]
+    x: np.ndarray  # every rendering's prepared inputs, one after another
+    y: np.ndarray
+    rendering: list[str]  # of each input
+    predicted: np.ndarray
+    confidence: np.ndarray
+    worst: np.ndarray  # most confident mistakes, worst first
+    reliability: list[dict[str, float]]
+
+
+def real_digits(model, renderings: dict[str, Split], record: Calibration, bins: int, batch_size: int = 1024,
+                worst: int = 25) -> RealDigits:
+    """`usps_accuracy` over all renderings and `usps_accuracy_<rendering>` each, calibration error
+    and the "not sure" share."""
+    metrics: dict[str, float] = {}
+    parts = []
+    for name, split in renderings.items():
+        proba = predict_proba(model, split.x, batch_size)
+        metrics[f"usps_accuracy_{name}"] = float(np.mean(proba.argmax(axis=1) == split.y))
+        parts.append(proba)
+    proba = np.concatenate(parts)
+    x = np.concatenate([s.x for s in renderings.values()])
+    y = np.concatenate([s.y for s in renderings.values()]).astype(int)
+    predicted, confidence = proba.argmax(axis=1), proba.max(axis=1)
+    metrics = {"usps_accuracy": float(np.mean(predicted == y)), **metrics, "usps_images": float(len(y)),
+               **calibration_metrics("usps", proba, y, record, bins)}  # fmt: skip
+    wrong = np.flatnonzero(predicted != y)
+    return RealDigits(
+        metrics=metrics, x=x, y=y, rendering=[n for n, s in renderings.items() for _ in range(len(s))],
+        predicted=predicted, confidence=confidence, worst=wrong[np.argsort(-confidence[wrong], kind="stable")][:worst],
+        reliability=calibration.reliability(proba, y, bins),
+    )
+
+
+def nondigit_metrics(model, x: np.ndarray, record: Calibration, batch_size: int = 1024) -> dict[str, float]:
+    """The share of generated non-digits (a set training never saw) answered "not sure"."""
+    proba = predict_proba(model, x, batch_size)
+    return {"nondigits_not_sure": float(np.mean(~record.sure(proba))), "nondigits_images": float(len(x))}

@@ -98,8 +98,23 @@ def sample_predictions(x: np.ndarray, y: np.ndarray, predicted: np.ndarray, conf
     return image_grid(x[:n], titles, "Sample test predictions", colors=colors)
 
 
-def worst_predictions(x: np.ndarray, y: np.ndarray, predicted: np.ndarray, confidence: np.ndarray, worst: np.ndarray) -> Figure:
-    """The most confident mistakes (indices `worst`), worst first."""
+def worst_predictions(x: np.ndarray, y: np.ndarray, predicted: np.ndarray, confidence: np.ndarray, worst: np.ndarray,
+                      what: str = "", labels: Sequence[str] | None = None) -> Figure:
+    """The most confident mistakes (indices `worst`), worst first; `labels` names each image's source."""
     errors = int(np.sum(predicted != y))
-    titles = [f"pred {predicted[i]} ({confidence[i]:.0%})\ntrue {y[i]}" for i in worst]
-    return image_grid(x[worst], titles, f"Most confident mistakes ({errors} errors in {len(y)})", colors=["red"] * len(worst))
+    titles = [f"pred {predicted[i]} ({confidence[i]:.0%})\ntrue {y[i]}" + (f" {labels[i]}" if labels else "") for i in worst]
+    suptitle = f"Most confident mistakes{' ' + what if what else ''} ({errors} errors in {len(y)})"
+    return image_grid(x[worst], titles, suptitle, colors=["red"] * len(worst))
+
+
+def reliability_diagram(tables: dict[str, Sequence[dict[str, float]]], title: str = "Reliability (calibrated)") -> Figure:
+    """Accuracy against confidence per bin for each set, with the diagonal a calibrated model follows."""
+    fig = _figure(5, 4.5)
+    ax = fig.subplots()
+    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="calibrated")
+    for name, rows in tables.items():
+        shown = [r for r in rows if r["images"]]
+        ax.plot([r["confidence"] for r in shown], [r["accuracy"] for r in shown], marker="o", label=name)
+    ax.set(xlabel="confidence", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1.01), title=title)
+    ax.legend(loc="upper left")
+    return fig
