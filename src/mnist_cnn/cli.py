@@ -54,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     predict.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
     predict.add_argument("--model", help="model URI or a local .keras file (default: the registry's champion)")
-    predict.add_argument("--json", action="store_true", help="one JSON object per line: file, digit, confidence, probabilities")
+    predict.add_argument("--json", action="store_true",
+                         help="one JSON object per line: file, digit, confidence, probabilities, sure, answer")
     predict.add_argument("--save-grid", type=Path, metavar="PNG", help="also save the 28x28 inputs as the model saw them, with predictions")
     add_params_args(predict)
     export = sub.add_parser("export", help="export the champion's network (or --model) for devices")
@@ -304,18 +305,20 @@ def _predict(args: argparse.Namespace) -> int:
         except images.ImageError as exc:
             print(f"error: {path}: {exc}", file=sys.stderr)
             failed += 1
+    from mnist_cnn.serving.pyfunc import format_predictions
+
     proba = predict(np.stack(pixels)) if pixels else np.zeros((0, 10))
-    digits = proba.argmax(axis=1)
-    for name, p, digit in zip(names, proba, digits):
-        confidence = round(float(p[digit]), 6)
+    rows = format_predictions(proba, predict.calibration).to_dict("records")
+    for name, row in zip(names, rows):
         if args.json:
-            print(json.dumps({"file": name, "digit": int(digit), "confidence": confidence,
-                              "probabilities": [round(float(v), 6) for v in p]}))  # fmt: skip
+            print(json.dumps({"file": name, **{k: v.item() if hasattr(v, "item") else v for k, v in row.items()}}))
         else:
-            print(f"{name}\t{digit}\t{confidence:.4f}")
+            answer = row["answer"] if row["sure"] else f"{row['answer']} ({row['digit']}?)"
+            print(f"{name}\t{answer}\t{row['confidence']:.4f}")
     if args.save_grid and pixels:
-        titles = [f"{Path(n).name[:16]}\n{d} ({p[d]:.2f})" for n, p, d in zip(names, proba, digits)]
-        colors = ["black" if p[d] >= 0.5 else "red" for p, d in zip(proba, digits)]
+        titles = [f"{Path(n).name[:16]}\n{r['digit'] if r['sure'] else '?' + str(r['digit'])} ({r['confidence']:.2f})"
+                  for n, r in zip(names, rows)]
+        colors = ["black" if r["sure"] else "red" for r in rows]
         fig = figures.image_grid(np.stack(pixels), titles, "as the model sees them: digit (confidence)", colors)
         with atomic.atomic_path(args.save_grid) as tmp:
             fig.savefig(tmp, format="png")

@@ -15,7 +15,9 @@ Input (JSON body of `POST /invocations`), up to `MAX_BATCH` images:
   bytes (N images of 28x28, row-major), or a `pixels_b64` column holding one such string per row.
 
 Output, one record per image in request order:
-`{"predictions": [{"digit": 7, "confidence": 0.998, "probabilities": [10 floats, digits 0-9]}, ...]}`.
+`{"predictions": [{"digit": 7, "confidence": 0.998, "probabilities": [10 floats, digits 0-9],
+"sure": true, "answer": "7"}, ...]}`; below the model's calibrated abstain threshold `sure` is
+false and `answer` is "not sure" (`digit` still holds the top digit).
 
 Bad input is an MlflowException(INVALID_PARAMETER_VALUE): the scoring server answers HTTP 400 with
 `{"error_code": "INVALID_PARAMETER_VALUE", "message": "..."}`. Inside the scoring server,

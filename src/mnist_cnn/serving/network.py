@@ -13,6 +13,8 @@ import numpy as np
 import tensorflow as tf
 from mlflow.exceptions import MlflowException
 
+from mnist_cnn import calibration
+from mnist_cnn.calibration import Calibration
 from mnist_cnn.errors import MnistCnnError
 
 CHUNK = 512  # images per network call: bounds the activations' memory for big batches
@@ -29,18 +31,24 @@ def _load_pyfunc(model: str) -> mlflow.pyfunc.PyFuncModel:
         raise MnistCnnError(f"cannot load model {model}: {exc}") from None
 
 
-def load_network(model: str):
-    """The Keras network of a local `.keras` file (safe mode) or of an MLflow model URI of this
-    project's pyfunc; MnistCnnError when it cannot be loaded."""
+def load_calibrated(model: str) -> tuple[keras.Model, Calibration]:
+    """The Keras network and its calibration record (see `calibration`) of a local `.keras` file
+    (safe mode) or of an MLflow model URI of this project's pyfunc; MnistCnnError when it cannot
+    be loaded."""
     if _is_keras_file(model):
         if not Path(model).is_file():
             raise MnistCnnError(f"model file {model} not found")
-        return keras.saving.load_model(model, compile=False, safe_mode=True)
+        return keras.saving.load_model(model, compile=False, safe_mode=True), calibration.read(model)
     python_model = _load_pyfunc(model).unwrap_python_model()
-    network = getattr(python_model, "model", None)
-    if network is None:
+    classifier = getattr(python_model, "classifier", None)
+    if classifier is None:
         raise MnistCnnError(f"model {model} is not an mnist-cnn pyfunc (no Keras network inside)")
-    return network
+    return classifier.keras_model, classifier.calibration
+
+
+def load_network(model: str):
+    """The Keras network of a local `.keras` file or an MLflow model URI (see `load_calibrated`)."""
+    return load_calibrated(model)[0]
 
 
 class Classifier:
@@ -49,8 +57,9 @@ class Classifier:
     A traced `tf.function` with a fixed signature costs about a tenth of an eager Keras call for
     one image, and is safe to call from the scoring server's threads."""
 
-    def __init__(self, keras_model):
+    def __init__(self, keras_model, calibration: Calibration = calibration.NONE):
         self.keras_model = keras_model
+        self.calibration = calibration
         self._call = tf.function(
             lambda x: keras_model(x, training=False),
             input_signature=[tf.TensorSpec((None, 28, 28, 1), tf.float32, name="pixels")],
@@ -59,7 +68,7 @@ class Classifier:
 
     @classmethod
     def load(cls, model: str | Path) -> Classifier:
-        return cls(load_network(str(model)))
+        return cls(*load_calibrated(str(model)))
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
         pixels = np.ascontiguousarray(pixels, dtype=np.float32).reshape(-1, 28, 28, 1)
@@ -69,8 +78,14 @@ class Classifier:
 
 def load_predict_fn(model: str) -> Callable[[np.ndarray], np.ndarray]:
     """A function from (N, 28, 28) 0-255 pixels to (N, 10) probabilities, for a local `.keras`
-    file or any MLflow model URI of this pyfunc (its own predict, the path the server takes)."""
+    file or any MLflow model URI of this pyfunc (its own predict, the path the server takes);
+    its `calibration` attribute holds the model's "not sure" threshold."""
     if _is_keras_file(model):
         return Classifier.load(model)
     pyfunc = _load_pyfunc(model)
-    return lambda pixels: np.asarray(pyfunc.predict(np.asarray(pixels))["probabilities"].tolist(), dtype=np.float64)
+
+    def predict(pixels: np.ndarray) -> np.ndarray:
+        return np.asarray(pyfunc.predict(np.asarray(pixels))["probabilities"].tolist(), dtype=np.float64)
+
+    predict.calibration = pyfunc.unwrap_python_model().classifier.calibration
+    return predict

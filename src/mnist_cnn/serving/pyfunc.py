@@ -12,20 +12,30 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
+from mnist_cnn import calibration
+from mnist_cnn.calibration import Calibration
 from mnist_cnn.serving import guard
 from mnist_cnn.serving.decode import RequestError, to_model_input
 from mnist_cnn.serving.network import Classifier
 
 
-def format_predictions(proba: np.ndarray) -> pd.DataFrame:
-    """(N, 10) probabilities to a frame of digit, confidence and the ten probabilities (6 decimals)."""
+NOT_SURE = "not sure"
+
+
+def format_predictions(proba: np.ndarray, record: Calibration = calibration.NONE) -> pd.DataFrame:
+    """(N, 10) probabilities to a frame of digit, confidence, the ten probabilities (6 decimals),
+    `sure` (confidence at or above the model's abstain threshold) and `answer`: the digit, or
+    "not sure" (the top digit stays in `digit`)."""
     proba = np.asarray(proba, dtype=np.float64)
     digits = proba.argmax(axis=1)
+    sure = record.sure(proba)
     return pd.DataFrame(
         {
             "digit": digits.astype(int),
             "confidence": proba[np.arange(len(proba)), digits].round(6),
             "probabilities": proba.round(6).tolist(),
+            "sure": sure,
+            "answer": [str(d) if s else NOT_SURE for d, s in zip(digits, sure)],
         }
     )
 
@@ -47,4 +57,4 @@ with warnings.catch_warnings(record=True):
                 pixels = to_model_input(model_input)
             except RequestError as exc:
                 raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from None
-            return format_predictions(self.classifier(pixels))
+            return format_predictions(self.classifier(pixels), self.classifier.calibration)
