@@ -21,7 +21,7 @@ PATHS = {
 }
 
 
-NONDIGITS, NONDIGIT_SEED = 2000, 2024  # the held-out non-digit set: test fonts and shapes, a seed training never used
+NONDIGIT_SEED = 2024  # of the held-out non-digit set (its own fonts and shapes too); training draws with train.seed
 
 
 def main() -> None:
@@ -44,7 +44,9 @@ def main() -> None:
     ink, labels = usps.load(args.usps_dir / f"{usps.TEST}.gz")
     real = evaluation.real_digits(model, usps.prepared(ink, labels), record, bins, batch, params.evaluate.worst)
     result.metrics.update(real.metrics)
-    result.metrics.update(evaluation.nondigit_metrics(model, nondigits.generate(NONDIGITS, NONDIGIT_SEED, "test"), record, batch))
+    if params.evaluate.nondigits:
+        held_out = nondigits.generate(params.evaluate.nondigits, NONDIGIT_SEED, "test")
+        result.metrics.update(evaluation.nondigit_metrics(model, held_out, record, batch))
 
     root = config.project_root()
     experiment = tracking.configure(params.tracking, root)
@@ -85,7 +87,8 @@ def main() -> None:
     print(f"test_accuracy {m['test_accuracy']:.4f}, test_loss {m['test_loss']:.4f}, macro F1 {m['test_macro_f1']:.4f}{extra}")
     renderings = ", ".join(f"{k[len('usps_accuracy_'):]} {v:.4f}" for k, v in m.items() if k.startswith("usps_accuracy_"))
     print(f"usps_accuracy {m['usps_accuracy']:.4f} ({renderings}); ece test {m['test_ece']:.4f}, usps {m['usps_ece']:.4f}; "
-          f"not sure: test {m['test_not_sure']:.2%}, usps {m['usps_not_sure']:.2%}, non-digits {m['nondigits_not_sure']:.2%}")
+          f"not sure: test {m['test_not_sure']:.2%}, usps {m['usps_not_sure']:.2%}"
+          + (f", non-digits {m['nondigits_not_sure']:.2%}" if "nondigits_not_sure" in m else ""))
 
 
 if __name__ == "__main__":

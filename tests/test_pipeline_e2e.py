@@ -174,7 +174,7 @@ def test_scoring_server_serves_the_champion(project):
         assert resp.status_code == 200, resp.text
         preds = resp.json()["predictions"]
         assert len(preds) == 64
-        assert set(preds[0]) == {"digit", "confidence", "probabilities"}
+        assert set(preds[0]) == {"digit", "confidence", "probabilities", "sure", "answer"}
         assert abs(sum(preds[0]["probabilities"]) - 1) < 1e-3
         digits = np.array([p["digit"] for p in preds])
         assert np.mean(digits == y) >= 0.5

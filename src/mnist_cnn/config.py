@@ -160,6 +160,10 @@ class EvaluateParams:
     batch_size: int
     grid_size: int
     worst: int
+    nondigits: int  # held-out generated non-digits whose "not sure" share is measured
+
+    def __post_init__(self) -> None:
+        _check(self.nondigits >= 0, "evaluate.nondigits", "must be >= 0 (0: not measured)")
 
 
 @dataclass(frozen=True)
