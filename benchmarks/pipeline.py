@@ -3,7 +3,7 @@
 Prints per-stage wall time and peak memory, test accuracy and loss, and the time of a second
 `dvc repro` with nothing changed. Usage (from the project root):
 
-    MNIST_MIRROR=/path/to/mnist python benchmarks/pipeline.py [--set train.epochs=2] [--keep DIR]
+    MNIST_MIRROR=/path/to/mnist USPS_MIRROR=/path/to/usps python benchmarks/pipeline.py [--set train.epochs=2] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -22,11 +22,24 @@ STAGES = ("download", "preprocess", "train", "evaluate", "register")
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def add_mirror_option(parser: argparse.ArgumentParser) -> None:
-    """`--mirror`: the MNIST IDX directory, from $MNIST_MIRROR when set, else required."""
+def add_mirror_option(parser: argparse.ArgumentParser, usps: bool = True) -> None:
+    """`--mirror`: the MNIST IDX directory, from $MNIST_MIRROR when set, else required; with
+    `usps`, `--usps` too (the download stage fetches USPS as well), from $USPS_MIRROR."""
     mirror = os.environ.get("MNIST_MIRROR")
     parser.add_argument("--mirror", default=mirror, required=not mirror,
                         help="directory holding the four MNIST IDX .gz files (default: $MNIST_MIRROR)")
+    if usps:
+        usps_mirror = os.environ.get("USPS_MIRROR")
+        parser.add_argument("--usps", default=usps_mirror, required=not usps_mirror,
+                            help="directory holding USPS's zip.train.gz and zip.test.gz (default: $USPS_MIRROR)")
+
+
+def mirror_env(args: argparse.Namespace) -> dict[str, str]:
+    """The environment a benchmark's `dvc repro` runs in: both mirrors, no tracking URI of the caller's."""
+    env = {**os.environ, "MNIST_MIRROR": str(Path(args.mirror).resolve()), "USPS_MIRROR": str(Path(args.usps).resolve()),
+           "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return env
 
 
 def copy_project(dest: Path) -> None:
@@ -73,8 +86,7 @@ def main() -> None:
 
         params = apply_overrides(read_yaml(work / "params.yaml"), args.overrides)
         (work / "params.yaml").write_text(dump_yaml(params))
-    env = {**os.environ, "MNIST_MIRROR": str(Path(args.mirror).resolve()), "TF_CPP_MIN_LOG_LEVEL": "2"}
-    env.pop("MLFLOW_TRACKING_URI", None)
+    env = mirror_env(args)
     log_path = work / "benchmark.log"
     rows = []
     with open(log_path, "w") as log:

@@ -89,7 +89,7 @@ def plot(rows: list[dict], path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--presets", nargs="+", default=["seed", "fast", "accurate"])
-    add_mirror_option(parser)
+    add_mirror_option(parser, usps=False)
     parser.add_argument("--out", type=Path, default=None, help="folder for results.json and the plot")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="override applied to every preset")
     parser.add_argument("--worker", nargs=3, metavar=("PRESET", "DATA_DIR", "RESULT"), help=argparse.SUPPRESS)

@@ -9,14 +9,13 @@ the single-machine defaults (journal file + SQLite), in temp copies of the proje
 3. `dvc repro` from scratch (download, preprocess, train, evaluate, register) in clone A, then
    `dvc push`; in a fresh `git clone` B: `dvc pull` + the no-op `dvc repro`.
 
-    MNIST_MIRROR=/path/to/mnist python benchmarks/team.py [--trials 6] [--preset fast] [--keep DIR]
+    MNIST_MIRROR=/path/to/mnist USPS_MIRROR=/path/to/usps python benchmarks/team.py [--trials 6] [--preset fast] [--keep DIR]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import socket
 import statistics
@@ -28,7 +27,7 @@ import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pipeline import add_mirror_option, copy_project  # noqa: E402
+from pipeline import add_mirror_option, copy_project, mirror_env  # noqa: E402
 from tuning import sh  # noqa: E402
 
 GIT = ["git", "-c", "user.name=bench", "-c", "user.email=bench@localhost"]
@@ -98,8 +97,7 @@ def main() -> None:
     a, b, folder = work / "a", work / "b", work / "stack"
     a.mkdir(exist_ok=True)
     copy_project(a)
-    env = {**os.environ, "MNIST_MIRROR": str(Path(args.mirror).resolve()), "TF_CPP_MIN_LOG_LEVEL": "2"}
-    env.pop("MLFLOW_TRACKING_URI", None)
+    env = mirror_env(args)
     log_path = work / "benchmark.log"
     print(f"working in {work} (log: {log_path})", flush=True)
     from mnist_cnn import stack

@@ -6,14 +6,13 @@
 3. `mnist-cnn tune --apply` (the pruned study's best) and `dvc repro`: the tuned model's test
    accuracy, and whether it became champion.
 
-    MNIST_MIRROR=/path/to/mnist python benchmarks/tuning.py [--trials 20] [--set tune.epochs=3] [--keep DIR]
+    MNIST_MIRROR=/path/to/mnist USPS_MIRROR=/path/to/usps python benchmarks/tuning.py [--trials 20] [--set tune.epochs=3] [--keep DIR]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -21,7 +20,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pipeline import add_mirror_option, copy_project  # noqa: E402
+from pipeline import add_mirror_option, copy_project, mirror_env  # noqa: E402
 
 
 def sh(cmd: list[str], cwd: Path, env: dict[str, str], log) -> float:
@@ -63,8 +62,7 @@ def main() -> None:
     work = args.keep or Path(tempfile.mkdtemp(prefix="mnist-tune-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     copy_project(work)
-    env = {**os.environ, "MNIST_MIRROR": str(Path(args.mirror).resolve()), "TF_CPP_MIN_LOG_LEVEL": "2"}
-    env.pop("MLFLOW_TRACKING_URI", None)
+    env = mirror_env(args)
     sets = [f"--set={o}" for o in args.overrides]
     log_path = work / "benchmark.log"
     print(f"working in {work} (log: {log_path})", flush=True)

@@ -41,6 +41,7 @@ def project(tmp_path_factory, usps_subset_dir):
     params["data"]["usps"] = usps_params(usps_subset_dir)
     params["train"]["epochs"] = 2
     params["register"]["min_test_accuracy"] = 0.5
+    params["evaluate"]["nondigits"] = 200
     (dest / "params.yaml").write_text(dump_yaml(params))
     run(["git", "-c", "user.name=t", "-c", "user.email=t@l", "commit", "-qam", "test params"], dest)
     # system metrics every second, so the short training on the subset gets some
@@ -74,6 +75,36 @@ def test_repro_trains_evaluates_and_registers_a_champion(project):
     metrics = json.loads((dest / "reports" / "test_metrics.json").read_text())
     assert 0.5 <= metrics["test_accuracy"] <= 1.0
     assert float(champion.tags["test_accuracy"]) == pytest.approx(metrics["test_accuracy"], abs=1e-6)
+    assert report["rule"] == "first" and report["usps_accuracy"] == pytest.approx(metrics["usps_accuracy"])
+
+
+def test_evaluate_reads_real_digits_from_outside_mnist_and_says_how_calibrated_the_model_is(project, tmp_path):
+    """The USPS fixture in every rendering through images.prepare, calibration before and after,
+    "not sure" shares; the same figures as DVC metrics, MLflow metrics, version tags and model card."""
+    dest, first, _ = project
+    metrics = json.loads((dest / "reports" / "test_metrics.json").read_text())
+    renderings = {"framed", "framed_light", "tight", "tight_light", "jpeg", "scan16"}
+    assert {k[len("usps_accuracy_"):] for k in metrics if k.startswith("usps_accuracy_")} == renderings
+    assert metrics["usps_images"] == 6 * 60 and metrics["nondigits_images"] == 200
+    assert np.mean([metrics[f"usps_accuracy_{r}"] for r in renderings]) == pytest.approx(metrics["usps_accuracy"])
+    for key in ("test_ece", "test_ece_uncalibrated", "usps_ece", "test_not_sure", "usps_not_sure", "nondigits_not_sure"):
+        assert 0.0 <= metrics[key] <= 1.0, key
+    train = json.loads((dest / "reports" / "train_metrics.json").read_text())
+    assert train["temperature"] > 0 and 0 < train["abstain_threshold"] < 1
+    assert train["val_ece"] <= train["val_ece_uncalibrated"] + 1e-9  # the temperature minimises the validation NLL
+    assert "usps_accuracy" in first.stdout and "not sure:" in first.stdout
+    client = client_for(dest)
+    info = json.loads((dest / "models" / "run.json").read_text())
+    run = client.get_run(info["run_id"])
+    assert run.data.metrics["usps_accuracy"] == pytest.approx(metrics["usps_accuracy"])
+    assert "usps-test" in {d.dataset.name for d in run.inputs.dataset_inputs}
+    artifacts = {a.path for a in client.list_artifacts(info["run_id"], "evaluation")}
+    assert {"evaluation/usps_worst.png", "evaluation/reliability.png"} <= artifacts
+    champion = client.get_model_version_by_alias("mnist-cnn", "champion")
+    assert float(champion.tags["usps_accuracy"]) == pytest.approx(metrics["usps_accuracy"], abs=1e-6)
+    assert "usps_accuracy" in champion.description
+    card = Path(client.download_artifacts(info["run_id"], "model_card.md", str(tmp_path))).read_text()
+    assert "| USPS: tight |" in card and "## Calibration" in card and "## Known misreads" in card
 
 
 def test_runs_of_one_repro_share_a_pipeline_id_and_evaluate_joins_the_train_run(project):

@@ -74,8 +74,28 @@ def test_predict_json_with_the_registry_champion_by_default(model, files, tmp_pa
     assert [r["file"] for r in records] == [str(p) for p in paths[:6]]
     assert [r["digit"] for r in records] == expected_digits(keras_path, paths[:6]), "the champion is the logged model"
     for r in records:
-        assert set(r) == {"file", "digit", "confidence", "probabilities"}
+        assert set(r) == {"file", "digit", "confidence", "probabilities", "sure", "answer"}
         assert len(r["probabilities"]) == 10 and r["confidence"] == pytest.approx(max(r["probabilities"]), abs=1e-6)
+        assert r["sure"] is True and r["answer"] == str(r["digit"])  # this model carries no threshold
+
+
+def test_below_the_models_threshold_the_answer_is_not_sure_and_the_top_digit_stays(model, files, tmp_path):
+    import shutil
+
+    from mnist_cnn import calibration
+
+    keras_path, _ = model
+    _, paths = files
+    strict = tmp_path / "strict.keras"
+    shutil.copy(keras_path, strict)
+    calibration.write(strict, calibration.Calibration(temperature=1.0, abstain_below=0.9999999))
+    proc = cli("predict", *map(str, paths[:4]), "--model", str(strict))
+    assert proc.returncode == 0, proc.stderr
+    digits = expected_digits(keras_path, paths[:4])
+    assert [line.split("\t")[1] for line in proc.stdout.strip().splitlines()] == [f"not sure ({d}?)" for d in digits]
+    proc = cli("predict", str(paths[0]), "--model", str(strict), "--json")
+    record = json.loads(proc.stdout)
+    assert (record["sure"], record["answer"], record["digit"]) == (False, "not sure", digits[0])
 
 
 def test_unreadable_files_are_reported_and_the_others_still_predicted(model, files, tmp_path):

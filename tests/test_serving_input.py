@@ -108,10 +108,21 @@ def test_format_predictions_gives_digit_confidence_and_probabilities():
     proba[0, 7] = 0.91
     proba[1, 2] = 0.91
     frame = format_predictions(proba)
-    assert list(frame.columns) == ["digit", "confidence", "probabilities"]
+    assert list(frame.columns) == ["digit", "confidence", "probabilities", "sure", "answer"]
+    assert frame["sure"].tolist() == [True, True] and frame["answer"].tolist() == ["7", "2"]
     assert frame["digit"].tolist() == [7, 2]
     assert frame["confidence"].tolist() == pytest.approx([0.91, 0.91])
     assert all(isinstance(d, int) for d in frame["digit"].tolist())
     probs = frame["probabilities"].tolist()
     assert all(len(p) == 10 and all(type(v) is float for v in p) for p in probs)
     assert probs[0][7] == pytest.approx(0.91) and probs[0][0] == pytest.approx(0.01)
+
+
+def test_below_the_abstain_threshold_the_answer_is_not_sure_and_the_digit_stays():
+    from mnist_cnn.calibration import Calibration
+
+    proba = np.full((2, 10), 0.01)
+    proba[0, 7], proba[1, 2] = 0.91, 0.41
+    frame = format_predictions(proba, Calibration(temperature=1.3, abstain_below=0.5))
+    assert frame["sure"].tolist() == [True, False]
+    assert frame["answer"].tolist() == ["7", "not sure"] and frame["digit"].tolist() == [7, 2]

@@ -63,7 +63,7 @@ def png_b64(img: np.ndarray, invert: bool = True, fmt: str = "PNG", scale: int =
 def check_records(preds: list, n: int) -> None:
     assert len(preds) == n
     for rec in preds:
-        assert set(rec) == {"digit", "confidence", "probabilities"}
+        assert set(rec) == {"digit", "confidence", "probabilities", "sure", "answer"}
         assert isinstance(rec["digit"], int) and 0 <= rec["digit"] <= 9
         assert len(rec["probabilities"]) == 10 and sum(rec["probabilities"]) == pytest.approx(1.0, abs=1e-4)
         assert rec["confidence"] == pytest.approx(max(rec["probabilities"]), abs=1e-6)
