@@ -11,6 +11,7 @@ from PIL import Image, ImageDraw
 
 from digit_images import make_set
 from mnist_cnn import images
+from mnist_cnn.paper import border
 from mnist_cnn.images import ImageError
 
 
@@ -218,7 +219,7 @@ def test_a_shadow_over_most_of_the_border_does_not_flip_the_ink(shadowed):
     xx = np.mgrid[0 : a.shape[0], 0 : a.shape[1]][1] / a.shape[1]
     paper[xx < shadowed] = 95.0  # the phone's shadow over the left of the sheet, a sharp edge
     photo = paper + (0.3 * paper - paper) * a  # the ink darkens whatever light falls on it
-    assert np.median(images._border(photo)) < 127.5
+    assert np.median(border(photo)) < 127.5
     buffer = io.BytesIO()
     mask.save(buffer, format="PNG")
     clean = images.prepare(buffer.getvalue()).astype(float)

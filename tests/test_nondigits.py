@@ -10,7 +10,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from digit_images import make_set
-from mnist_cnn import data, images, nondigits
+from mnist_cnn import data, images, nondigits, paper
 
 SUBSET = Path(__file__).parent / "fixtures" / "mnist-subset"
 N = 180  # per split, 30 of each kind
@@ -67,7 +67,7 @@ def test_every_kind_renders_a_full_size_grey_image(split):
             gray = nondigits.render(kind, rng, split, fonts)
             assert gray.ndim == 2 and gray.dtype == np.float32, kind
             assert low <= min(gray.shape) and max(gray.shape) <= high, (kind, gray.shape)
-            assert 0 <= gray.min() and gray.max() <= 255 and np.ptp(gray) > images.MIN_CONTRAST, kind
+            assert 0 <= gray.min() and gray.max() <= 255 and np.ptp(gray) > paper.MIN_CONTRAST, kind
             assert images.mnist_style(gray).shape == (28, 28)
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_cnn import images
+from mnist_cnn import images, paper
 
 KINDS = ("letters", "symbols", "shapes", "scribbles", "noise", "textures")
 SPLITS = ("train", "test")
@@ -44,7 +44,7 @@ VARIETY = {
 WIDE = ("zigzag", "tangle", "scrawl", "coil")
 
 SIDES = (48, 200)
-SMALL, SMALL_SHARE = images.MIN_PHOTO_SIDE, 0.95  # smaller images skip the recipe's photo cleaning (4x slower)
+SMALL, SMALL_SHARE = paper.MIN_PHOTO_SIDE, 0.95  # smaller images skip the recipe's photo cleaning (4x slower)
 FONT_SIZES = (20, 24, 32, 40, 48, 64, 80, 96, 128)  # smaller ones lose their thin strokes to blur and noise
 MAX_TRIES = 50
 MIN_ASPECT, MIN_ASPECT_GLYPH = 0.6, 0.5  # width / height of the ink's box; MNIST's 1s are 0.1-0.5
@@ -114,7 +114,7 @@ def _canvas(rng: np.random.Generator) -> tuple[int, int]:
 
 def _box(rng: np.random.Generator, w: int, h: int, lo: float = 0.4, hi: float = 0.8):
     """A random region (x0, y0, width, height) of the canvas, narrower than a ruled line
-    (images.LINE_SHARE of a side), which the recipe would erase."""
+    (paper.LINE_SHARE of a side), which the recipe would erase."""
     bw, bh = w * rng.uniform(lo, hi), h * rng.uniform(lo, hi)
     return rng.uniform(0.04 * w, 0.96 * w - bw), rng.uniform(0.04 * h, 0.96 * h - bh), bw, bh
 
