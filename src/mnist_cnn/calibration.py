@@ -22,6 +22,7 @@ from scipy.optimize import minimize_scalar
 
 ENTRY = "mnist_cnn/calibration.json"
 EPS = 1e-12
+NOT_SURE = "not sure"  # the answer below the threshold, wherever the model answers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,6 +32,10 @@ class Calibration:
 
     def sure(self, proba: np.ndarray) -> np.ndarray:
         return np.asarray(proba).max(axis=1) >= self.abstain_below
+
+    def answers(self, proba: np.ndarray) -> list[str]:
+        """Each image's answer: its top digit, or NOT_SURE under the threshold."""
+        return [str(d) if s else NOT_SURE for d, s in zip(np.asarray(proba).argmax(axis=1), self.sure(proba))]
 
 
 NONE = Calibration(temperature=1.0, abstain_below=0.0)  # a network calibrated by nothing

@@ -19,23 +19,19 @@ from mnist_cnn.serving.decode import RequestError, to_model_input
 from mnist_cnn.serving.network import Classifier
 
 
-NOT_SURE = "not sure"
-
-
 def format_predictions(proba: np.ndarray, record: Calibration = calibration.NONE) -> pd.DataFrame:
     """(N, 10) probabilities to a frame of digit, confidence, the ten probabilities (6 decimals),
     `sure` (confidence at or above the model's abstain threshold) and `answer`: the digit, or
     "not sure" (the top digit stays in `digit`)."""
     proba = np.asarray(proba, dtype=np.float64)
     digits = proba.argmax(axis=1)
-    sure = record.sure(proba)
     return pd.DataFrame(
         {
             "digit": digits.astype(int),
             "confidence": proba[np.arange(len(proba)), digits].round(6),
             "probabilities": proba.round(6).tolist(),
-            "sure": sure,
-            "answer": [str(d) if s else NOT_SURE for d, s in zip(digits, sure)],
+            "sure": record.sure(proba),
+            "answer": record.answers(proba),
         }
     )
 

@@ -2,19 +2,25 @@
 and a small JSON API.
 
     GET  /               the page
-    GET  /api/info       the model's name and whether feedback is taken
-    POST /api/predict    image bytes (PNG/JPEG/BMP) -> digit, confidence, 10 probabilities and
+    GET  /api/info       the model's name, whether feedback is taken, and `abstain_below`: the
+                         confidence under which the answer is "not sure" (0: never)
+    POST /api/predict    image bytes (PNG/JPEG/BMP) -> digit, confidence, 10 probabilities, `sure`
+                         and `answer` (the digit, or "not sure"; `digit` keeps the top one), and
                          the 28x28 input as the model saw it (`images.prepare`)
-    POST /api/feedback   {"image": base64, "label": 0-9} -> stored under the feedback folder
+    POST /api/feedback   {"image": base64, "label": 0-9} -> stored under the feedback folder;
+                         `conflict` is true when an earlier label disagreed (kept aside for review)
 
-Every API answer is JSON; a problem is {"error": "..."} with a 4xx: 413 too large, 415 not an
-image, 422 no digit or a bad label, 429 too many requests (a token bucket per client address)."""
+The threshold is the predict callable's `calibration` record (`serving.network.Classifier`); a
+plain function without one is always sure. Every API answer is JSON; a problem is
+{"error": "..."} with a 4xx: 409 an unreadable conflict record, 413 too large, 415 not an image,
+422 no digit or a bad label, 429 too many requests (a token bucket per client address)."""
 
 from __future__ import annotations
 
 import base64
 import binascii
 import json
+import logging
 import threading
 import time
 from pathlib import Path
@@ -26,13 +32,14 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
-from mnist_cnn import images
-from mnist_cnn.feedback import FeedbackFull, FeedbackStore
+from mnist_cnn import calibration, images
+from mnist_cnn.feedback import CONFLICTS, FeedbackError, FeedbackFull, FeedbackStore
 
 STATIC = Path(__file__).with_name("static")
 MAX_UPLOAD = 8 * 1024 * 1024  # bytes of one request body
 RATE = 30.0  # requests per second per client address, sustained ...
 BURST = 60  # ... and at once
+log = logging.getLogger(__name__)
 
 
 class TooLarge(Exception):
@@ -88,7 +95,9 @@ def create_app(
     feedback: FeedbackStore | None = None,
     limiter: RateLimiter | None = None,
 ) -> FastAPI:
-    """The app around `predict`, a function from (N, 28, 28) 0-255 pixels to (N, 10) probabilities."""
+    """The app around `predict`, a function from (N, 28, 28) 0-255 pixels to (N, 10) probabilities
+    (its `calibration` attribute, when it has one, sets the "not sure" threshold)."""
+    record = getattr(predict, "calibration", calibration.NONE)
     app = FastAPI(title="mnist-cnn", docs_url=None, redoc_url=None, openapi_url=None)
     limiter = limiter or RateLimiter()
 
@@ -114,7 +123,7 @@ def create_app(
 
     @app.get("/api/info")
     async def info() -> dict:
-        return {"model": model_name, "feedback": feedback is not None}
+        return {"model": model_name, "feedback": feedback is not None, "abstain_below": record.abstain_below}
 
     def classify(body: bytes) -> dict:
         start = time.perf_counter()
@@ -125,6 +134,8 @@ def create_app(
             "digit": digit,
             "confidence": round(float(proba[digit]), 6),
             "probabilities": [round(float(p), 6) for p in proba],
+            "sure": bool(record.sure(proba[None])[0]),
+            "answer": record.answers(proba[None])[0],
             "pixels": base64.b64encode(pixels.tobytes()).decode("ascii"),  # 784 bytes, row by row
             "server_ms": round(1000 * (time.perf_counter() - start), 2),
         }
@@ -161,6 +172,11 @@ def create_app(
             return image_error(exc)
         except FeedbackFull as exc:
             return error(507, str(exc))
-        return JSONResponse({"saved": f"{path.parent.name}/{path.name}", "label": label})
+        except FeedbackError as exc:
+            log.error("feedback not saved: %s", exc)
+            return error(409, "not saved: this image was sent before with other labels and is kept aside for review, "
+                              "but the server cannot read its record of them; the operator is told (server log)")
+        conflict = path.parent.name == CONFLICTS
+        return JSONResponse({"saved": f"{path.parent.name}/{path.name}", "label": label, "conflict": conflict})
 
     return app

@@ -155,8 +155,11 @@
   }
 
   function show(result, ms) {
-    $("digit").textContent = String(result.digit);
-    $("confidence").textContent = `${(100 * result.confidence).toFixed(1)}% sure`;
+    const sure = result.sure !== false, pct = `${(100 * result.confidence).toFixed(1)}%`;
+    $("digit").textContent = result.answer ?? String(result.digit);
+    $("digit").classList.toggle("unsure", !sure);
+    $("confidence").textContent = sure ? `${pct} sure` : `best guess ${result.digit}, ${pct}`;
+    $("feedback-prompt").textContent = sure ? "Wrong? It was:" : "What was it?";
     $("latency").textContent = `answered in ${ms.toFixed(0)} ms`;
     bars(result.probabilities, result.digit);
     const raw = atob(result.pixels), img = seenCtx.createImageData(28, 28);
@@ -172,6 +175,7 @@
 
   function reset(message, isError = false) {
     $("digit").textContent = "?";
+    $("digit").classList.remove("unsure");
     $("confidence").innerHTML = "&nbsp;";
     $("latency").innerHTML = "&nbsp;";
     bars(new Array(10).fill(0), -1);
@@ -205,7 +209,11 @@
         body: JSON.stringify({ image: await asBase64(lastImage), label }),
       });
       const body = await res.json();
-      line.textContent = res.ok ? `Saved as a ${label} (${body.saved}). Thank you!` : body.error;
+      if (!res.ok) line.textContent = body.error;
+      else if (body.conflict) {
+        line.textContent = `Your label ${label} disagrees with an earlier label for this image, so it is kept aside `
+          + `(${body.saved}) until a person reviews it. Thank you!`;
+      } else line.textContent = `Saved as a ${label} (${body.saved}). Thank you!`;
     } catch (err) {
       line.textContent = `Not saved: ${err.message}`;
     }
