@@ -4,6 +4,7 @@ checkpoint, resumable backups. Knows nothing of MLflow; per-epoch hooks do the l
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -134,10 +135,16 @@ def with_nondigits(split: Split, share: float, seed: int) -> Split:
     n = round(len(split) * share)
     if n == 0:
         return split
+    x = _nondigits(n, seed)
+    return Split(np.concatenate([split.x, x]), np.concatenate([split.y.astype(np.int64), np.full(n, NONDIGIT)]))
+
+
+@functools.lru_cache(maxsize=2)
+def _nondigits(n: int, seed: int) -> np.ndarray:
+    """Generated once per process (a tuning worker trains many trials on the same share)."""
     from mnist_cnn import nondigits
 
-    x = nondigits.generate(n, seed=seed, split="train")
-    return Split(np.concatenate([split.x, x]), np.concatenate([split.y.astype(np.int64), np.full(n, NONDIGIT)]))
+    return nondigits.generate(n, seed=seed, split="train")
 
 
 def _read_history(path: Path) -> list[dict[str, float]]:
