@@ -1,8 +1,8 @@
 """Take the README's screenshots of the MLflow UI with headless Chromium.
 
 Starts `mlflow ui` on 127.0.0.1 over a project's tracking store (after a `dvc repro`), opens
-the runs table, the champion's train run and its charts, and the registered model in Debian's `chromium` driven by
-Playwright, and writes PNGs into docs/img/.
+the runs table, the champion's train run and its charts, the registered model, and the train run's
+model card and reliability diagram in Debian's `chromium` driven by Playwright, and writes PNGs into docs/img/.
 
     pip install playwright && apt-get install chromium
     python docs/screenshots.py [--project .] [--out docs/img] [--chromium /usr/bin/chromium]
@@ -70,6 +70,8 @@ def main() -> None:
         "mlflow_run.png": f"{runs}/runs/{run_id}{view}",
         "mlflow_charts.png": f"{runs}/runs/{run_id}/model-metrics{view}",
         "mlflow_registry.png": f"{url}/#/models/mnist-cnn{view}",
+        "mlflow_model_card.png": f"{runs}/runs/{run_id}/artifacts/model_card.md{view}",
+        "mlflow_reliability.png": f"{runs}/runs/{run_id}/artifacts/evaluation/reliability.png{view}",
     }
     args.out.mkdir(parents=True, exist_ok=True)
     try:

@@ -157,11 +157,15 @@ def test_mlflow_shows_datasets_system_metrics_descriptions_and_the_model_trainin
     train = client.get_run(by_stage["train"].info.run_id)
     sums = {line.split()[1]: line.split()[0] for line in (dest / "data" / "processed" / "SHA256SUMS").read_text().splitlines()}
     inputs = {d.dataset.name: d for d in train.inputs.dataset_inputs}
-    assert set(inputs) == {"train", "val", "test"}
+    assert set(inputs) == {"train", "val", "test", "usps-test"}
     for name, item in inputs.items():
-        assert item.dataset.digest == sums[f"{name}.npz"][:36], "the digest is the file's content SHA-256"
+        if name != "usps-test":
+            assert item.dataset.digest == sums[f"{name}.npz"][:36], "the digest is the file's content SHA-256"
+    from mnist_cnn.data import file_sha256
+
+    assert inputs["usps-test"].dataset.digest == file_sha256(dest / "data" / "usps" / "zip.test.gz")[:36]
     contexts = {name: {t.value for t in item.tags if t.key == "mlflow.data.context"} for name, item in inputs.items()}
-    assert contexts == {"train": {"training"}, "val": {"validation"}, "test": {"testing"}}
+    assert contexts == {"train": {"training"}, "val": {"validation"}, "test": {"testing"}, "usps-test": {"real-digits"}}
     assert any(k.startswith("system/cpu_utilization") for k in train.data.metrics), sorted(train.data.metrics)
     assert not [k for k in train.data.metrics if "_digit_" in k], "per-digit figures live in the report table"
     # The UI shows `prefix/` sections before its plain "Model metrics": every curve under epoch/, no single value there.
@@ -175,7 +179,8 @@ def test_mlflow_shows_datasets_system_metrics_descriptions_and_the_model_trainin
     assert note.startswith("train + evaluate: preset fast") or note.startswith("train + evaluate: custom"), note
     assert "test_accuracy 0." in note
     champion = client.get_model_version_by_alias("mnist-cnn", "champion")
-    assert champion.description.startswith("test_accuracy 0.") and "@champion" in champion.description
+    assert champion.description.startswith("test_accuracy 0.") and "usps_accuracy 0." in champion.description
+    assert "@champion" in champion.description
     assert all(r.data.tags.get("mlflow.note.content") for r in by_stage.values())
 
 

@@ -115,7 +115,8 @@ def without_lines(ink: np.ndarray) -> np.ndarray:
     out = ink.copy()
     for axis, lines in enumerate(found):
         low, high = spans[1 - axis]  # the rest's extent along these lines
-        if lines.any() and sides < 3 and high - low < LINE_SHARE - EDGE_MARGIN:
+        reaches_an_end = low < EDGE_MARGIN or high > 1 - EDGE_MARGIN
+        if lines.any() and sides < 3 and high - low < LINE_SHARE - EDGE_MARGIN and not reaches_an_end:
             out[np.broadcast_to(lines[:, None] if axis == 0 else lines[None, :], out.shape)] = 0.0
     return out if out.sum() >= 0.3 * ink.sum() else ink
 
