@@ -152,9 +152,9 @@ def load_gray(source: bytes | str | Path) -> np.ndarray:
     return to_gray(open_image(data))
 
 
-def _clean_paper(gray: np.ndarray) -> np.ndarray:
+def _clean_paper(gray: np.ndarray, flip: bool = False) -> np.ndarray:
     """Step 3 of the recipe (`paper`): ink light on dark, the paper's light, lines and marks removed."""
-    ink = paper.light_ink(gray)
+    ink = paper.light_ink(gray, flip)
     if float(ink.max()) < MIN_CONTRAST:
         raise NoDigit("no digit found: the image is blank or has almost no contrast")
     return paper.only_the_digit(paper.without_lines(ink))
@@ -201,7 +201,11 @@ def _resize(gray: np.ndarray, width: int, height: int) -> np.ndarray:
 
 def mnist_style(gray: np.ndarray) -> np.ndarray:
     """(H, W) grey levels to a (28, 28) uint8 digit, MNIST's recipe (see the module docstring)."""
-    gray = _ink_up(_clean_paper(np.asarray(gray, dtype=np.float32)))
+    gray = np.asarray(gray, dtype=np.float32)
+    try:
+        gray = _ink_up(_clean_paper(gray))
+    except NoDigit:  # a bold digit filling its image can be read the wrong way round: try the other
+        gray = _ink_up(_clean_paper(gray, flip=True))
     _, mask, scale = _crop(gray, 0)
     thick = _thicken(gray, mask, scale)
     if thick is not gray:  # thicker strokes reach further: box again

@@ -17,6 +17,7 @@ UNEVEN_PAPER = 20.0  # grey levels of spread in the paper's light above which it
 MIN_PHOTO_SIDE = 96  # px: smaller images are digital; their strokes are too wide for the closing
 CLEAN_SHARE = 0.45  # an image with less than this share of grey pixels (15-85% of its range) has no shadow
 EDGE_MARGIN = 0.1  # share of the side: ink this near three sides (past its lines) is a tightly cropped digit
+FAINT_LINE = 0.4  # share of the ink's strength: lines fainter than this are ruled, never the digit's strokes
 LINE_SHARE = 0.9  # a row or column with ink over this share of its length is a ruled line or an edge
 MARK_SHARE = 0.08  # a component with less of the ink than this share of the largest one's is a speck
 
@@ -73,12 +74,12 @@ def _reduce(gray: np.ndarray) -> tuple[np.ndarray, int]:
     return gray[:h, :w].reshape(h // k, k, w // k, k).mean(axis=(1, 3)), k
 
 
-def even_light(gray: np.ndarray) -> np.ndarray:
+def even_light(gray: np.ndarray, dark: bool) -> np.ndarray:
     """Ink light on dark with uneven light and shadows divided out, or `gray` as it was when its
-    paper is even (a drawing, a scan, a digital image)."""
+    paper is even (a drawing, a scan, a digital image). `dark`: whether the ink is the darker."""
     if min(gray.shape) < MIN_PHOTO_SIDE:
         return gray
-    light = gray if dark_ink(gray) else 255.0 - gray  # light paper, dark ink
+    light = gray if dark else 255.0 - gray  # light paper, dark ink
     small, k = _reduce(light)
     low, high = np.percentile(small, [5, 95])
     strokes = stroke_width(small < (low + high) / 2) if high - low >= MIN_CONTRAST else 0.0
@@ -97,10 +98,11 @@ def even_light(gray: np.ndarray) -> np.ndarray:
 
 def without_lines(ink: np.ndarray) -> np.ndarray:
     """Blank the rows and columns inked across LINE_SHARE of their length (ruled lines, page and
-    scanner edges). Lines of one direction stay when they are the digit's own strokes, in a
-    tightly cropped digit: when the rest of the ink spans the image along them too (the sides of
-    a 0, the bar of a 5) or reaches three of its sides (the stem of a 4), or when blanking them
-    would take most of the ink. Small images are digital: no lines are looked for."""
+    scanner edges). Lines of one direction as strong as the pen's stay when they are the digit's
+    own strokes, in a tightly cropped digit: when the rest of the ink spans the image along them
+    too (the sides of a 0, the bar of a 5), reaches an end of them (the stem of a 4, the foot of
+    a 2) or three of its sides; and all stay when blanking them would take most of the ink.
+    Small images are digital: no lines are looked for."""
     if min(ink.shape) < MIN_PHOTO_SIDE:
         return ink
     mask = ink > 0.15 * float(ink.max())
@@ -112,12 +114,17 @@ def without_lines(ink: np.ndarray) -> np.ndarray:
         return ink
     spans = [np.percentile(np.nonzero(rest)[axis], [1, 99]) / mask.shape[axis] for axis in (0, 1)]
     sides = sum(int(low < EDGE_MARGIN) + int(high > 1 - EDGE_MARGIN) for low, high in spans)
+    strong = float(np.percentile(ink[mask], 99))
     out = ink.copy()
     for axis, lines in enumerate(found):
+        if not lines.any():
+            continue
+        across = np.broadcast_to(lines[:, None] if axis == 0 else lines[None, :], out.shape)
+        faint = float(np.median(ink[across & mask])) < FAINT_LINE * strong  # printed rules, lighter than the pen
         low, high = spans[1 - axis]  # the rest's extent along these lines
         reaches_an_end = low < EDGE_MARGIN or high > 1 - EDGE_MARGIN
-        if lines.any() and sides < 3 and high - low < LINE_SHARE - EDGE_MARGIN and not reaches_an_end:
-            out[np.broadcast_to(lines[:, None] if axis == 0 else lines[None, :], out.shape)] = 0.0
+        if faint or (sides < 3 and high - low < LINE_SHARE - EDGE_MARGIN and not reaches_an_end):
+            out[across] = 0.0
     return out if out.sum() >= 0.3 * ink.sum() else ink
 
 
@@ -139,9 +146,11 @@ def only_the_digit(ink: np.ndarray) -> np.ndarray:
     return np.where(np.isin(labels, keep), ink, 0.0)
 
 
-def light_ink(gray: np.ndarray) -> np.ndarray:
-    """Ink light on a dark background at 0: polarity decided, uneven light divided out."""
-    ink = even_light(gray)
+def light_ink(gray: np.ndarray, flip: bool = False) -> np.ndarray:
+    """Ink light on a dark background at 0: polarity decided (`flip`: the other way round), uneven
+    light divided out."""
+    dark = dark_ink(gray) != flip
+    ink = even_light(gray, dark)
     if ink is gray:
-        ink = 255.0 - gray if dark_ink(gray) else gray
+        ink = 255.0 - gray if dark else gray
     return np.clip(ink - float(np.median(border(ink))), 0.0, None)
