@@ -229,6 +229,7 @@ def test_exponent_notation_is_a_number(tmp_path, raw):
         ("model.dropout=1.0", r"model\.dropout must be in \[0, 1\)"),
         ("model.augment.rotation_deg=90", r"model\.augment\.rotation_deg must be in \[0, 45\]"),
         ("model.augment.shift=0.5", r"model\.augment\.shift must be in \[0, 0\.5\)"),
+        ("train.nondigits=-0.1", r"train\.nondigits must be in \[0, 1\]"),
         ("register.min_test_accuracy=1.5", r"register\.min_test_accuracy must be in \[0, 1\]"),
         ("register.challenger_alias=champion", r"register\.challenger_alias must differ from champion_alias"),
     ],
