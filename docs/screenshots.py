@@ -78,8 +78,9 @@ def main() -> None:
         wait_until_up(f"{url}/health", ui)
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=args.chromium, args=["--no-sandbox"])
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
             for name, address in pages.items():
+                # a fresh page each: going from one artifact's hash route to another's keeps the first shown
+                page = browser.new_page(viewport={"width": 1400, "height": 900})
                 page.goto(address)
                 page.wait_for_load_state("load")
                 page.wait_for_timeout(5000)  # the UI keeps polling (never network-idle); charts render after the data
@@ -93,6 +94,7 @@ def main() -> None:
                     page.evaluate("document.activeElement && document.activeElement.blur()")
                     page.wait_for_timeout(2000)
                 page.screenshot(path=str(args.out / name))
+                page.close()
                 print(args.out / name)
             browser.close()
     finally:

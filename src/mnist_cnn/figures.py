@@ -108,13 +108,18 @@ def worst_predictions(x: np.ndarray, y: np.ndarray, predicted: np.ndarray, confi
 
 
 def reliability_diagram(tables: dict[str, Sequence[dict[str, float]]], title: str = "Reliability (calibrated)") -> Figure:
-    """Accuracy against confidence per bin for each set, with the diagonal a calibrated model follows."""
-    fig = _figure(5, 4.5)
-    ax = fig.subplots()
-    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="calibrated")
-    for name, rows in tables.items():
+    """Accuracy against confidence per bin for each set, with the diagonal a calibrated model
+    follows; below, the images per bin (log scale), since a bin of three images says little."""
+    fig = _figure(5, 6)
+    top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    top.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="calibrated")
+    width = 1.0 / max(len(rows) for rows in tables.values()) / (len(tables) + 1)
+    for i, (name, rows) in enumerate(tables.items()):
         shown = [r for r in rows if r["images"]]
-        ax.plot([r["confidence"] for r in shown], [r["accuracy"] for r in shown], marker="o", label=name)
-    ax.set(xlabel="confidence", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1.01), title=title)
-    ax.legend(loc="upper left")
+        line = top.plot([r["confidence"] for r in shown], [r["accuracy"] for r in shown], marker="o", label=name)[0]
+        bottom.bar([r["low"] + (i + 0.5) * width for r in shown], [r["images"] for r in shown], width=width,
+                   color=line.get_color(), align="edge")  # fmt: skip
+    top.set(ylabel="accuracy", xlim=(0, 1), ylim=(0, 1.01), title=title)
+    top.legend(loc="upper left")
+    bottom.set(xlabel="confidence", ylabel="images", yscale="log")
     return fig
