@@ -14,7 +14,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, MirrorServer, clean_env, read_sha256sums, stage_cmd, subset_sha256
+from helpers import ROOT, MirrorServer, clean_env, read_sha256sums, stage_cmd, subset_sha256
 
 from mnist_cnn import config, download
 from mnist_cnn.config import MNIST_FILES, USPS_FILES, DataParams

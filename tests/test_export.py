@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import tiny_model
-from conftest import ROOT, SUBSET
+from helpers import ROOT, SUBSET
 
 pytestmark = pytest.mark.slow
 

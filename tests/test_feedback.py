@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import ROOT
+from helpers import ROOT
 from digit_images import make_set
 from mnist_cnn import feedback
 from mnist_cnn.data import Split

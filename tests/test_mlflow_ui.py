@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import chromium, clean_env, copy_project, free_port, run, wait_until_up
+from helpers import chromium, clean_env, copy_project, free_port, run, wait_until_up
 
 CLI = [sys.executable, "-c", "from mnist_cnn.cli import main; main()"]
 

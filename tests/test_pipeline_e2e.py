@@ -14,7 +14,7 @@ import pytest
 
 from mnist_cnn.schema import dump_yaml, parse_yaml
 
-from conftest import SUBSET, MirrorServer, clean_env, copy_project, free_port, run, subset_sha256, usps_params, wait_until_up
+from helpers import SUBSET, MirrorServer, clean_env, copy_project, free_port, run, subset_sha256, usps_params, wait_until_up
 
 pytestmark = pytest.mark.slow
 

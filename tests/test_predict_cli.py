@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 import tiny_model
-from conftest import ROOT
+from helpers import ROOT
 from digit_images import make_set, write_set
 
 pytestmark = pytest.mark.slow

@@ -25,7 +25,7 @@ from mnist_cnn import stack
 from mnist_cnn.schema import dump_yaml, parse_yaml
 from mnist_cnn.tuning import storage
 
-from conftest import ROOT, SUBSET, MirrorServer, clean_env, copy_project, free_port, run, subset_sha256, usps_params
+from helpers import ROOT, SUBSET, MirrorServer, clean_env, copy_project, free_port, run, subset_sha256, usps_params
 
 pytestmark = pytest.mark.slow
 

@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import free_port
+from helpers import free_port
 
 from mnist_cnn import config, tracking
 from mnist_cnn.errors import TrackingError

@@ -19,7 +19,7 @@ import pytest
 import requests
 
 import tiny_model
-from conftest import ROOT, SUBSET, chromium, free_port, stage_cmd, subset_sha256, wait_until_up
+from helpers import ROOT, SUBSET, chromium, free_port, stage_cmd, subset_sha256, wait_until_up
 from digit_images import make_set
 
 pytestmark = pytest.mark.slow

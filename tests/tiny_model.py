@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from conftest import ROOT, SUBSET, free_port
+from helpers import ROOT, SUBSET, free_port
 
 
 # Says "not sure" on a scribble and reads a clearly drawn digit: half as many generated non-digits

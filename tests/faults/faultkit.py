@@ -10,7 +10,7 @@ import pytest
 
 from mnist_cnn.schema import dump_yaml, parse_yaml
 
-from conftest import SUBSET, MirrorServer, clean_env, copy_project, run, subset_sha256, usps_params  # noqa: F401 (re-exported)
+from helpers import SUBSET, MirrorServer, clean_env, copy_project, run, subset_sha256, usps_params  # noqa: F401 (re-exported)
 
 
 def edit_params(dest: Path, **sections) -> None:

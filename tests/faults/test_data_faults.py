@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import SUBSET, MirrorServer, stage_cmd
+from helpers import SUBSET, MirrorServer, stage_cmd
 from faultkit import edit_params, project, run  # noqa: F401  (project is a fixture)
 
 FILES = sorted(p.name for p in SUBSET.glob("*.gz"))

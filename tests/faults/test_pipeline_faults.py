@@ -14,7 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conftest import stage_cmd
+from helpers import stage_cmd
 from faultkit import champion_version, clean_env, commit, edit_params, project, run  # noqa: F401
 
 pytestmark = pytest.mark.slow

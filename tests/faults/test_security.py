@@ -15,7 +15,7 @@ import pytest
 from packaging.version import Version
 
 import tiny_model
-from conftest import ROOT, free_port, wait_until_up
+from helpers import ROOT, free_port, wait_until_up
 
 # Keras 3.15.0: safe_mode bypass fixes through CVE-2026-12481. MLflow 3.16.1: path-traversal
 # fixes (CVE-2023-6909 ... CVE-2026-2614) and no default basic-auth admin password (CVE-2026-2635).

@@ -15,7 +15,7 @@ import requests
 from PIL import Image
 
 import tiny_model
-from conftest import SUBSET
+from helpers import SUBSET
 from digit_images import make_set
 from mnist_cnn.schema import parse_yaml
 

@@ -14,7 +14,7 @@ import time
 import psutil
 import pytest
 
-from conftest import free_port, wait_until_up
+from helpers import free_port, wait_until_up
 from test_tuning import load_study, runs, states, tune_cmd, workdir  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.slow
