@@ -4,11 +4,12 @@ loopback HTTP mirror. Helpers that are not fixtures live in helpers.py."""
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
 
-from helpers import SUBSET, MirrorServer
+from helpers import ROOT, SUBSET, MirrorServer
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -47,3 +48,15 @@ def mirror(subset_dir):
     server = MirrorServer(subset_dir)
     yield server
     server.close()
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    """A folder with params.yaml (fast preset) and the presets, as a user's project would have."""
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    shutil.copy(ROOT / "dvc.yaml", tmp_path / "dvc.yaml")
+    shutil.copytree(ROOT / "presets", tmp_path / "presets")
+    from mnist_cnn import presets
+
+    presets.apply("fast", tmp_path / "params.yaml", directory=tmp_path / "presets")
+    return tmp_path

@@ -4,7 +4,6 @@ real MLflow store, with pruning, resume after SIGKILL, two workers and bad-input
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -12,71 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from mnist_cnn import config, presets
-from mnist_cnn.tuning import space, storage
+from mnist_cnn import config
+from mnist_cnn.tuning import space
 from mnist_cnn.errors import ConfigError
+
+from tuning_kit import env_for, load_study, mlflow_client, run_tune, runs, states, tune_cmd
 
 
 ROOT = Path(__file__).resolve().parents[1]
-
-# Small and quick: the fast preset's network, 2 epochs on half of a 1,600-image training split.
-QUICK = [
-    "tune.epochs=2",
-    "tune.train_fraction=0.5",
-    "tune.sampler.n_startup_trials=2",
-    "tune.pruner.n_startup_trials=1",
-]
-
-
-@pytest.fixture
-def workdir(tmp_path: Path) -> Path:
-    """A folder with params.yaml (fast preset) and the presets, as a user's project would have."""
-    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
-    shutil.copy(ROOT / "dvc.yaml", tmp_path / "dvc.yaml")
-    shutil.copytree(ROOT / "presets", tmp_path / "presets")
-    presets.apply("fast", tmp_path / "params.yaml", directory=tmp_path / "presets")
-    return tmp_path
-
-
-def env_for(workdir: Path) -> dict[str, str]:
-    return {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{workdir / 'mlflow.db'}", "TF_CPP_MIN_LOG_LEVEL": "2"}
-
-
-def tune_cmd(processed: Path, *extra: str) -> list[str]:
-    sets = [f"--set={o}" for o in QUICK]
-    return ["mnist-cnn", "tune", "--data-dir", str(processed), "--no-progress", *sets, *extra]
-
-
-def run_tune(workdir: Path, processed: Path, *extra: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(
-        tune_cmd(processed, *extra), cwd=workdir, env=env_for(workdir), capture_output=True, text=True, timeout=600
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(f"tune exited {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    return proc
-
-
-def load_study(workdir: Path, name: str = "mnist-cnn"):
-    import optuna
-
-    return optuna.load_study(study_name=name, storage=storage.open_storage(str(workdir / "optuna" / f"{name}.journal"), 1))
-
-
-def mlflow_client(workdir: Path):
-    from mlflow.tracking import MlflowClient
-
-    return MlflowClient(tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}")
-
-
-def runs(workdir: Path):
-    client = mlflow_client(workdir)
-    experiment = client.get_experiment_by_name("mnist-cnn")
-    return client.search_runs([experiment.experiment_id], max_results=1000)
-
-
-def states(study) -> list[str]:
-    return [t.state.name for t in study.get_trials(deepcopy=False)]
-
 
 # --- search space validation ---------------------------------------------------------------
 

@@ -1,16 +1,13 @@
-"""Shared by the fault suite: a copy of the project wired to a loopback mirror of the MNIST
-subset and a folder of USPS-format files made from it (fast preset, 2 epochs), and helpers to
-run its commands the way a user does."""
+"""Helpers of the fault suite: edit a project's params, commit, read its champion, run its
+commands the way a user does. The `project` fixture is in this folder's conftest.py."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from mnist_cnn.schema import dump_yaml, parse_yaml
 
-from helpers import SUBSET, MirrorServer, clean_env, copy_project, run, subset_sha256, usps_params  # noqa: F401 (re-exported)
+from helpers import clean_env, run  # noqa: F401 (clean_env re-exported)
 
 
 def edit_params(dest: Path, **sections) -> None:
@@ -33,21 +30,3 @@ def champion_version(dest: Path) -> str | None:
         return client.get_model_version_by_alias("mnist-cnn", "champion").version
     except MlflowException:
         return None
-
-
-@pytest.fixture
-def project(tmp_path, usps_subset_dir):
-    """(project dir, mirror): the project on the subset, fast preset, 2 epochs, gate at 50%."""
-    server = MirrorServer(SUBSET)
-    dest = copy_project(tmp_path / "project")
-    run(["mnist-cnn", "preset", "fast"], dest)
-    edit_params(
-        dest,
-        data={"mirrors": [server.url], "sha256": subset_sha256(), "retries": 1, "backoff_s": 0.1, "timeout_s": 5,
-              "usps": usps_params(usps_subset_dir)},
-        train={"epochs": 2},
-        register={"min_test_accuracy": 0.5},
-    )
-    commit(dest, "test params")
-    yield dest, server
-    server.close()

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from helpers import SUBSET, MirrorServer, stage_cmd
-from faultkit import edit_params, project, run  # noqa: F401  (project is a fixture)
+from faultkit import edit_params, run
 
 FILES = sorted(p.name for p in SUBSET.glob("*.gz"))
 

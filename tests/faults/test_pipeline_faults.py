@@ -15,7 +15,7 @@ import psutil
 import pytest
 
 from helpers import stage_cmd
-from faultkit import champion_version, clean_env, commit, edit_params, project, run  # noqa: F401
+from faultkit import champion_version, clean_env, commit, edit_params, run
 
 pytestmark = pytest.mark.slow
 

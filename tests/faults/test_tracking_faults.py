@@ -15,7 +15,7 @@ import psutil
 import pytest
 
 from helpers import free_port, wait_until_up
-from test_tuning import load_study, runs, states, tune_cmd, workdir  # noqa: F401 (fixtures)
+from tuning_kit import load_study, runs, states, tune_cmd
 
 pytestmark = pytest.mark.slow
 
