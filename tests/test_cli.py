@@ -8,7 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.slow  # every test runs the console script in a subprocess
 
 
 def test_serve_without_a_champion_is_one_clear_error(tmp_path: Path):

@@ -480,6 +480,7 @@ def run_stage(tmp_path: Path, data: dict, **env: str) -> subprocess.CompletedPro
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_download_stage_writes_mnist_and_usps_and_logs_all_six_files(mirror, usps_mirror, usps_subset_dir, tmp_path):
     data = {"mirrors": [mirror.url], "sha256": subset_sha256(), "usps": usps_on([usps_mirror.url], usps_subset_dir)}
     proc = run_stage(tmp_path, data, USPS_MIRROR=str(usps_subset_dir))
@@ -506,6 +507,7 @@ def test_download_stage_writes_mnist_and_usps_and_logs_all_six_files(mirror, usp
     assert sources == (mirror.url,) * 4 + (str(usps_subset_dir),) * 2
 
 
+@pytest.mark.slow
 def test_download_stage_that_cannot_fetch_usps_leaves_nothing_half_written(mirror, usps_mirror, usps_subset_dir, tmp_path):
     for name in USPS_GZ:
         usps_mirror.faults[name] = [404]

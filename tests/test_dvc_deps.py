@@ -55,6 +55,7 @@ def covered(path: Path, deps: list[str]) -> bool:
     return any(path == (ROOT / dep).resolve() or (ROOT / dep).resolve() in path.parents for dep in deps)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stage", sorted(STAGES))
 def test_every_project_module_a_stage_imports_is_a_dependency(stage):
     spec = STAGES[stage]
@@ -83,6 +84,7 @@ def test_covered_sees_a_missing_module():
     assert covered(ROOT / "src" / "mnist_cnn" / "serving" / "decode.py", ["src/mnist_cnn"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stage", sorted(STAGES))
 def test_stage_scripts_require_every_path_on_the_command_line(stage):
     script = ROOT / shlex.split(STAGES[stage]["cmd"])[1]

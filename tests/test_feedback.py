@@ -205,6 +205,7 @@ def cli(*args: str) -> subprocess.CompletedProcess:
                           text=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_the_feedback_command_lists_accepts_and_relabels_without_tensorflow(tmp_path):
     folder = tmp_path / "fb"
     store = feedback.FeedbackStore(folder)

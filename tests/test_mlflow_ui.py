@@ -16,6 +16,8 @@ from helpers import chromium, clean_env, copy_project, free_port, run, wait_unti
 
 CLI = [sys.executable, "-c", "from mnist_cnn.cli import main; main()"]
 
+pytestmark = pytest.mark.slow  # subprocesses: dvc, stages, servers; Chromium
+
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> tuple[Path, str]:

@@ -119,6 +119,7 @@ def train_once(tiny_splits, work_dir, seed: int):
     return training.train(SEED_MODEL, params, train_split, val_split, work_dir, verbose=0)
 
 
+@pytest.mark.slow
 def test_training_is_bit_identical_for_the_same_seed(tiny_splits, tmp_path):
     first = train_once(tiny_splits, tmp_path / "a", seed=7)
     second = train_once(tiny_splits, tmp_path / "b", seed=7)

@@ -114,6 +114,7 @@ def test_unknown_or_invalid_preset_is_a_clear_error_and_leaves_params_untouched(
     assert (project / "params.yaml").read_text() == original
 
 
+@pytest.mark.slow
 def test_cli_preset_command(project: Path):
     proc = subprocess.run(["mnist-cnn", "preset", "seed"], cwd=project, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr

@@ -69,6 +69,7 @@ def test_with_values_sets_list_entries_and_scalars():
 # --- bad input on the command line: one clear error, nothing started ---------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "extra, message",
     [
@@ -91,12 +92,14 @@ def test_bad_input_fails_before_any_trial(workdir, processed, extra, message):
     assert not (workdir / "tuning").exists()
 
 
+@pytest.mark.slow
 def test_missing_data_is_a_clear_error(workdir, tmp_path):
     proc = run_tune(workdir, tmp_path / "nowhere", check=False)
     assert proc.returncode == 1
     assert "nowhere/train.npz is missing; run `dvc repro preprocess`" in proc.stderr
 
 
+@pytest.mark.slow
 def test_apply_without_a_best_file_is_a_clear_error(workdir):
     proc = subprocess.run(["mnist-cnn", "tune", "--apply"], cwd=workdir, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1
@@ -233,6 +236,7 @@ def test_killed_study_resumes_with_the_same_command(workdir, processed):
     assert sorted(r.info.status for r in parents) == ["FINISHED", "KILLED"], "one parent run per invocation, none left running"
 
 
+@pytest.mark.slow
 def test_trials_on_a_database_send_heartbeats_so_a_dead_machine_s_trials_can_be_failed(workdir, processed):
     """ask/tell does not start Optuna's heartbeat thread as study.optimize does; each trial does."""
     import sqlite3

@@ -15,6 +15,8 @@ from faultkit import edit_params, run
 
 FILES = sorted(p.name for p in SUBSET.glob("*.gz"))
 
+pytestmark = pytest.mark.slow  # subprocesses: dvc, stages, servers
+
 
 def content_sha(path: Path) -> str:
     return hashlib.sha256(gzip.decompress(path.read_bytes())).hexdigest()
