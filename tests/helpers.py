@@ -100,6 +100,20 @@ class MirrorServer:
         self.httpd.server_close()
 
 
+def store_client(project: Path):
+    """An MLflow client on the project's default store, `mlflow.db` in it."""
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+
+
+def experiment_runs(project: Path):
+    """Every run of the project's mnist-cnn experiment (stage runs, tuning parents and trials)."""
+    client = store_client(project)
+    experiment = client.get_experiment_by_name("mnist-cnn")
+    return client.search_runs([experiment.experiment_id], max_results=1000)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -14,7 +14,19 @@ import pytest
 
 from mnist_cnn.schema import dump_yaml, parse_yaml
 
-from helpers import SUBSET, MirrorServer, clean_env, copy_project, free_port, run, subset_sha256, usps_params, wait_until_up
+from helpers import (
+    SUBSET,
+    MirrorServer,
+    clean_env,
+    copy_project,
+    experiment_runs,
+    free_port,
+    run,
+    store_client,
+    subset_sha256,
+    usps_params,
+    wait_until_up,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -50,23 +62,11 @@ def project(tmp_path_factory, usps_subset_dir):
     server.close()
 
 
-def client_for(dest: Path):
-    from mlflow import MlflowClient
-
-    return MlflowClient(tracking_uri=f"sqlite:///{dest / 'mlflow.db'}")
-
-
-def stage_runs(dest: Path):
-    client = client_for(dest)
-    exp = client.get_experiment_by_name("mnist-cnn")
-    return client.search_runs([exp.experiment_id], max_results=1000)
-
-
 def test_repro_trains_evaluates_and_registers_a_champion(project):
     dest, first, server = project
     assert any(p.endswith("train-images-idx3-ubyte.gz") for p in server.requests)
     assert sorted(p.name for p in (dest / "data" / "usps").iterdir()) == ["zip.test.gz", "zip.train.gz"]
-    client = client_for(dest)
+    client = store_client(dest)
     champion = client.get_model_version_by_alias("mnist-cnn", "champion")
     report = json.loads((dest / "reports" / "register.json").read_text())
     assert report["version"] == int(champion.version) and report["alias"] == "champion"
@@ -93,7 +93,7 @@ def test_evaluate_reads_real_digits_from_outside_mnist_and_says_how_calibrated_t
     assert train["temperature"] > 0 and 0 < train["abstain_threshold"] < 1
     assert train["val_ece"] <= train["val_ece_uncalibrated"] + 1e-9  # the temperature minimises the validation NLL
     assert "usps_accuracy" in first.stdout and "not sure:" in first.stdout
-    client = client_for(dest)
+    client = store_client(dest)
     info = json.loads((dest / "models" / "run.json").read_text())
     run = client.get_run(info["run_id"])
     assert run.data.metrics["usps_accuracy"] == pytest.approx(metrics["usps_accuracy"])
@@ -109,7 +109,7 @@ def test_evaluate_reads_real_digits_from_outside_mnist_and_says_how_calibrated_t
 
 def test_runs_of_one_repro_share_a_pipeline_id_and_evaluate_joins_the_train_run(project):
     dest, _, _ = project
-    runs = stage_runs(dest)
+    runs = experiment_runs(dest)
     by_stage = {r.data.tags["mnist_cnn.stage"]: r for r in runs}
     assert set(by_stage) == {"pipeline", "download", "preprocess", "train", "register"}
     assert len({r.data.tags["mnist_cnn.pipeline_id"] for r in runs}) == 1
@@ -120,9 +120,9 @@ def test_runs_of_one_repro_share_a_pipeline_id_and_evaluate_joins_the_train_run(
     # evaluate logged into the train run: model, curves and test metrics together
     assert "test_accuracy" in train.data.metrics and "epoch/val_accuracy" in train.data.metrics
     assert train.data.params["model.filters"] == "[32, 64]"
-    history = client_for(dest).get_metric_history(train.info.run_id, "epoch/val_accuracy")
+    history = store_client(dest).get_metric_history(train.info.run_id, "epoch/val_accuracy")
     assert [m.step for m in history] == [1, 2]
-    artifacts = {a.path for a in client_for(dest).list_artifacts(train.info.run_id, "evaluation")}
+    artifacts = {a.path for a in store_client(dest).list_artifacts(train.info.run_id, "evaluation")}
     assert "evaluation/confusion_matrix.png" in artifacts and "evaluation/worst_predictions.png" in artifacts
     assert by_stage["download"].data.metrics["download_bytes"] > 0
     assert by_stage["preprocess"].data.metrics["test_images"] == 500
@@ -150,10 +150,10 @@ def test_repro_prints_no_native_tensorflow_lines_or_library_warnings(project):
 
 def test_mlflow_shows_datasets_system_metrics_descriptions_and_the_model_training_view(project):
     dest, _, _ = project
-    client = client_for(dest)
+    client = store_client(dest)
     experiment = client.get_experiment_by_name("mnist-cnn")
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
-    by_stage = {r.data.tags["mnist_cnn.stage"]: r for r in stage_runs(dest)}
+    by_stage = {r.data.tags["mnist_cnn.stage"]: r for r in experiment_runs(dest)}
     train = client.get_run(by_stage["train"].info.run_id)
     sums = {line.split()[1]: line.split()[0] for line in (dest / "data" / "processed" / "SHA256SUMS").read_text().splitlines()}
     inputs = {d.dataset.name: d for d in train.inputs.dataset_inputs}
@@ -186,10 +186,10 @@ def test_mlflow_shows_datasets_system_metrics_descriptions_and_the_model_trainin
 
 def test_second_repro_with_nothing_changed_runs_nothing(project):
     dest, _, _ = project
-    before = len(stage_runs(dest))
+    before = len(experiment_runs(dest))
     out = run(["dvc", "repro"], dest).stdout
     assert "Running stage" not in out
-    assert len(stage_runs(dest)) == before
+    assert len(experiment_runs(dest)) == before
 
 
 def test_scoring_server_serves_the_champion(project):
@@ -224,9 +224,9 @@ def test_scoring_server_serves_the_champion(project):
 
 def test_exp_run_with_set_param_retrains_and_registers_a_new_version(project):
     dest, _, _ = project
-    before = {int(v.version) for v in client_for(dest).search_model_versions("name='mnist-cnn'")}
+    before = {int(v.version) for v in store_client(dest).search_model_versions("name='mnist-cnn'")}
     run(["dvc", "exp", "run", "-S", "train.epochs=1"], dest)
-    versions = client_for(dest).search_model_versions("name='mnist-cnn'")
+    versions = store_client(dest).search_model_versions("name='mnist-cnn'")
     new = [v for v in versions if int(v.version) not in before]
     assert len(new) == 1
     report = json.loads((dest / "reports" / "register.json").read_text())
@@ -265,7 +265,7 @@ def test_unreachable_tracking_server_is_one_clear_error(project, tmp_path):
 
 def test_tune_apply_then_repro_registers_the_tuned_model(project):
     dest, _, _ = project
-    client = client_for(dest)
+    client = store_client(dest)
     before = {int(v.version) for v in client.search_model_versions("name='mnist-cnn'")}
     tuned = run(
         ["mnist-cnn", "tune", "--trials", "2", "--no-progress", "--set=tune.epochs=1", "--set=tune.train_fraction=0.5"], dest
@@ -279,7 +279,7 @@ def test_tune_apply_then_repro_registers_the_tuned_model(project):
     for key in changed:  # `model.filters.0` shows as the whole list `model.filters`
         assert ".".join(key.split(".")[:2]) in diff, diff
     run(["dvc", "repro"], dest)
-    versions = client_for(dest).search_model_versions("name='mnist-cnn'")
+    versions = store_client(dest).search_model_versions("name='mnist-cnn'")
     new = [v for v in versions if int(v.version) not in before]
     assert len(new) == 1
     registered = json.loads(new[0].tags["params"])

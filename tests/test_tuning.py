@@ -15,7 +15,8 @@ from mnist_cnn import config
 from mnist_cnn.tuning import space
 from mnist_cnn.errors import ConfigError
 
-from tuning_kit import env_for, load_study, mlflow_client, run_tune, runs, states, tune_cmd
+from helpers import experiment_runs, store_client
+from tuning_kit import env_for, load_study, run_tune, states, tune_cmd
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,7 +89,7 @@ def test_bad_input_fails_before_any_trial(workdir, processed, extra, message):
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and message in last, last
     assert "secret" not in proc.stderr
-    assert not (workdir / "mlflow.db").exists() or not runs(workdir), "no MLflow run may start"
+    assert not (workdir / "mlflow.db").exists() or not experiment_runs(workdir), "no MLflow run may start"
     assert not (workdir / "tuning").exists()
 
 
@@ -118,7 +119,7 @@ def test_study_logs_nested_runs_and_writes_best_params(workdir, processed):
     assert len(finished) == 4
     assert "best trials (validation accuracy):" in proc.stdout
 
-    all_runs = runs(workdir)
+    all_runs = experiment_runs(workdir)
     parents = [r for r in all_runs if r.data.tags.get("mnist_cnn.stage") == "tune"]
     assert len(parents) == 1
     parent = parents[0]
@@ -132,15 +133,15 @@ def test_study_logs_nested_runs_and_writes_best_params(workdir, processed):
         assert child.data.params["train.epochs"] == "2"
         assert child.data.params["tune.train_images"] == "800"  # half of the training split: never the test set
         assert child.data.metrics["trial_seconds"] > 0
-        history = mlflow_client(workdir).get_metric_history(child.info.run_id, "epoch/val_accuracy")
+        history = store_client(workdir).get_metric_history(child.info.run_id, "epoch/val_accuracy")
         assert [m.step for m in history] == list(range(1, int(child.data.metrics["epochs_trained"]) + 1))
-        assert not mlflow_client(workdir).list_artifacts(child.info.run_id), "trials log no model"
+        assert not store_client(workdir).list_artifacts(child.info.run_id), "trials log no model"
 
     best = study.best_trial
     assert parent.data.metrics["best_val_accuracy"] == pytest.approx(best.value)
     assert parent.data.params["best.model.dropout"] == str(best.params["dropout"])
     assert parent.data.metrics["trials_complete"] + parent.data.metrics["trials_pruned"] == 4
-    artifacts = {a.path for a in mlflow_client(workdir).list_artifacts(parent.info.run_id, "tuning")}
+    artifacts = {a.path for a in store_client(workdir).list_artifacts(parent.info.run_id, "tuning")}
     assert {
         "tuning/trials.csv",
         "tuning/trials.json",
@@ -183,7 +184,7 @@ def test_pruning_prunes_weak_trials_when_forced(workdir, processed):
     pruned = [t for t in study.get_trials(deepcopy=False) if t.state.name == "PRUNED"]
     assert pruned, states(study)
     assert all(t.user_attrs["epochs_trained"] < 3 for t in pruned)
-    children = {r.data.tags.get("optuna.trial_number"): r for r in runs(workdir) if "mlflow.parentRunId" in r.data.tags}
+    children = {r.data.tags.get("optuna.trial_number"): r for r in experiment_runs(workdir) if "mlflow.parentRunId" in r.data.tags}
     for t in pruned:
         assert children[str(t.number)].data.tags["optuna.state"] == "PRUNED"
 
@@ -196,7 +197,7 @@ def test_two_workers_give_exactly_the_asked_number_of_distinct_trials(workdir, p
     assert [t.state.name for t in trials] == ["COMPLETE"] * 6, "none lost, none doubled"
     assert len({t.user_attrs["worker"].rsplit(":", 2)[1] for t in trials}) == 2, "both workers ran trials (owner tokens' pids)"
     assert len({tuple(sorted(t.params.items())) for t in trials}) == 6, "each worker samples with its own seed"
-    nested = [r for r in runs(workdir) if "mlflow.parentRunId" in r.data.tags]
+    nested = [r for r in experiment_runs(workdir) if "mlflow.parentRunId" in r.data.tags]
     assert len(nested) == 6 and len({r.data.tags["mlflow.parentRunId"] for r in nested}) == 1
 
 
@@ -230,9 +231,9 @@ def test_killed_study_resumes_with_the_same_command(workdir, processed):
     assert s.count("COMPLETE") == 5 and s.count("RUNNING") == 0
     assert s.count("FAIL") == 1, "the killed trial is marked failed, not left running"
     killed = next(t for t in study.get_trials(deepcopy=False) if t.state.name == "FAIL")
-    run = mlflow_client(workdir).get_run(killed.user_attrs["mlflow_run_id"])
+    run = store_client(workdir).get_run(killed.user_attrs["mlflow_run_id"])
     assert run.info.status == "KILLED"
-    parents = [r for r in runs(workdir) if r.data.tags.get("mnist_cnn.stage") == "tune"]
+    parents = [r for r in experiment_runs(workdir) if r.data.tags.get("mnist_cnn.stage") == "tune"]
     assert sorted(r.info.status for r in parents) == ["FINISHED", "KILLED"], "one parent run per invocation, none left running"
 
 

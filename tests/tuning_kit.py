@@ -1,5 +1,6 @@
 """Helpers of the tuning tests: a quick study's `mnist-cnn tune` command and its environment, and
-readers of the study and the MLflow runs it left. The `workdir` fixture is in conftest.py."""
+a reader of the study it left (its MLflow runs: helpers.experiment_runs). The `workdir` fixture is in
+conftest.py."""
 
 from __future__ import annotations
 
@@ -40,18 +41,6 @@ def load_study(workdir: Path, name: str = "mnist-cnn"):
     import optuna
 
     return optuna.load_study(study_name=name, storage=storage.open_storage(str(workdir / "optuna" / f"{name}.journal"), 1))
-
-
-def mlflow_client(workdir: Path):
-    from mlflow.tracking import MlflowClient
-
-    return MlflowClient(tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}")
-
-
-def runs(workdir: Path):
-    client = mlflow_client(workdir)
-    experiment = client.get_experiment_by_name("mnist-cnn")
-    return client.search_runs([experiment.experiment_id], max_results=1000)
 
 
 def states(study) -> list[str]:

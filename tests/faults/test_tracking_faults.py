@@ -14,8 +14,8 @@ import time
 import psutil
 import pytest
 
-from helpers import free_port, wait_until_up
-from tuning_kit import load_study, runs, states, tune_cmd
+from helpers import experiment_runs, free_port, wait_until_up
+from tuning_kit import load_study, states, tune_cmd
 
 pytestmark = pytest.mark.slow
 
@@ -62,7 +62,7 @@ def test_tuning_workers_on_a_fresh_default_store(workdir, processed):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "database is locked" not in proc.stderr and "Traceback" not in proc.stderr
     assert states(load_study(workdir)) == ["COMPLETE"] * 6
-    assert len([r for r in runs(workdir) if "mlflow.parentRunId" in r.data.tags]) == 6
+    assert len([r for r in experiment_runs(workdir) if "mlflow.parentRunId" in r.data.tags]) == 6
 
 
 @pytest.fixture
