@@ -40,7 +40,7 @@ def train_full(mnist_dir: Path, out: Path) -> Path:
 
 def inverted_resize(gray: np.ndarray) -> np.ndarray:
     """Plain resize with the polarity fixed (dark ink on light paper inverted), nothing else."""
-    from mnist_cnn import images
+    from mnist_runtime import images
 
     border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
     return images.plain_resize(255.0 - gray if np.median(border) > 127.5 else gray)
@@ -48,7 +48,7 @@ def inverted_resize(gray: np.ndarray) -> np.ndarray:
 
 def or_blank(prepare, gray: np.ndarray) -> np.ndarray:
     """The prepared digit, or a blank one (scored as a miss) when no digit is found."""
-    from mnist_cnn import images
+    from mnist_runtime import images
 
     try:
         return prepare(gray)
@@ -68,8 +68,9 @@ def main() -> None:
 
     from digit_images import CONDITIONS, make_photos, make_set
 
-    from mnist_cnn import entrypoint, images
-    from mnist_cnn.serving.network import Classifier
+    from mnist_cnn import entrypoint
+    from mnist_runtime import images
+    from mnist_runtime.network import Classifier
 
     entrypoint.quiet_libraries()
     entrypoint.load_tensorflow()

@@ -49,7 +49,8 @@ def main() -> None:
 
     import keras
 
-    from mnist_cnn import calibration, data, evaluation, nondigits, usps
+    from mnist_cnn import data, evaluation, nondigits, usps
+    from mnist_runtime import calibration
 
     model = keras.saving.load_model(args.model, compile=False, safe_mode=True)
     record = calibration.read(args.model)

@@ -1,7 +1,7 @@
 """Latency and throughput of the real scoring server (`mlflow models serve`, one worker).
 
 Takes a model (`--model`: a `.keras` file; default: the fast preset trained for one epoch on the
-test subset, a few seconds), logs it with `serving.package.log_model` into a throwaway sqlite store,
+test subset, a few seconds), logs it with `serving.packaging.log_model` into a throwaway sqlite store,
 starts `mlflow models serve --env-manager local` on 127.0.0.1 and prints p50/p95 per request
 for one image and for 256 images (JSON pixels, compact `pixels_b64`, PNG files) and requests/s
 with 8 concurrent clients. Targets (issue 4, 2-core machine): p50 <= 10 ms for one image,
@@ -43,14 +43,14 @@ def train_small(path: Path) -> Path:
 def log_model(keras_path: Path, store: Path) -> str:
     import mlflow
 
-    from mnist_cnn.serving import package
+    from mnist_cnn import packaging
 
     mlflow.set_tracking_uri(f"sqlite:///{store / 'mlflow.db'}")
     if mlflow.get_experiment_by_name("serving-benchmark") is None:  # artifacts in the store, not in ./mlruns
         mlflow.create_experiment("serving-benchmark", artifact_location=(store / "artifacts").as_uri())
     mlflow.set_experiment("serving-benchmark")
     with mlflow.start_run():
-        return package.log_model(keras_path, np.zeros((1, 28, 28), np.uint8)).model_uri
+        return packaging.log_model(keras_path, np.zeros((1, 28, 28), np.uint8)).model_uri
 
 
 def free_port() -> int:

@@ -5,9 +5,9 @@ import shutil
 
 import mlflow
 
-from mnist_cnn import atomic, calibration, config, data, figures, presets, tracking
+from mnist_cnn import atomic, config, data, figures, packaging, presets, tracking
 from mnist_cnn.entrypoint import run_main, stage_parser
-from mnist_cnn.serving import package
+from mnist_runtime import calibration
 
 PATHS = {
     "--data-dir": "train.npz and val.npz",
@@ -43,7 +43,7 @@ def main() -> None:
         with atomic.atomic_path(args.model) as tmp:
             network.save(tmp)
             calibration.write(tmp, record)
-            model_info = package.log_model(tmp, val_split.x[:2])
+            model_info = packaging.log_model(tmp, val_split.x[:2])
         atomic.write_rows(args.history, result.history)
         atomic.write_json(args.metrics, summary)
         atomic.write_json(args.run_info, tracking.run_info(run, model_info))

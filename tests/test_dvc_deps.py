@@ -1,6 +1,7 @@
-"""dvc.yaml declares what each stage really runs: every project module a stage script imports
-is among its deps (a change to it re-runs the stage), and every path a script takes is on its
-command line."""
+"""dvc.yaml declares what each stage really runs and ships: every project module a stage script
+can import (at the top or inside a function, and what those import) is among its deps, no module
+it never imports is, and every path a script takes is on its command line. The train stage ships
+the model's runtime package whole, and nothing else of the project."""
 
 from __future__ import annotations
 
@@ -12,81 +13,99 @@ from pathlib import Path
 
 import pytest
 
+from mnist_cnn import packaging
 from mnist_cnn.schema import read_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+SRC = ROOT / "src"
+PACKAGES = ("mnist_cnn", "mnist_runtime")
 STAGES = read_yaml(ROOT / "dvc.yaml")["stages"]
-
-IMPORTED = """
-import importlib, sys
-from pathlib import Path
-for name in sys.argv[1:]:
-    importlib.import_module(name)
-for name, module in sorted(sys.modules.items()):
-    if name.split(".")[0] == "mnist_cnn" and getattr(module, "__file__", None):
-        print(Path(module.__file__).resolve())
-"""
+RUNTIME = "src/mnist_runtime"
 
 
-def named_imports(script: Path) -> list[str]:
-    """The project modules a script imports anywhere (top level or inside main)."""
-    names = []
-    for node in ast.walk(ast.parse(script.read_text())):
+def module_file(name: str) -> Path | None:
+    path = SRC / Path(*name.split("."))
+    for candidate in (path.with_suffix(".py"), path / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def direct_imports(path: Path) -> set[Path]:
+    """The project modules `path` names in any import statement, with the packages above them."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
-            names += [alias.name for alias in node.names]
+            names |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module:
-            names += [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
-    return sorted({n for n in names if n.split(".")[0] == "mnist_cnn" and is_module(n)})
+            names |= {node.module, *(f"{node.module}.{alias.name}" for alias in node.names)}
+    parents = {".".join(n.split(".")[:i]) for n in names for i in range(1, n.count(".") + 2)}
+    return {f for n in parents if n.split(".")[0] in PACKAGES and (f := module_file(n))}
 
 
-def is_module(name: str) -> bool:
-    path = ROOT / "src" / Path(*name.split("."))
-    return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
+def imported_modules(script: Path) -> set[Path]:
+    """Every project module the script can reach through imports."""
+    seen, todo = set(), [script]
+    while todo:
+        for module in direct_imports(todo.pop()) - seen:
+            seen.add(module)
+            todo.append(module)
+    return seen
 
 
-def imported_modules(script: Path) -> list[Path]:
-    """Every project module loaded by importing what the script imports (and what those import)."""
-    cmd = [sys.executable, "-c", IMPORTED, *named_imports(script)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, check=True)
-    return [Path(line) for line in proc.stdout.splitlines()]
+def source_deps(stage: str) -> list[str]:
+    return [dep for dep in STAGES[stage]["deps"] if dep.startswith("src/")]
 
 
 def covered(path: Path, deps: list[str]) -> bool:
-    return any(path == (ROOT / dep).resolve() or (ROOT / dep).resolve() in path.parents for dep in deps)
+    return any(path == ROOT / dep or ROOT / dep in path.parents for dep in deps)
 
 
-@pytest.mark.slow
+def script_of(stage: str) -> Path:
+    return ROOT / shlex.split(STAGES[stage]["cmd"])[1]
+
+
 @pytest.mark.parametrize("stage", sorted(STAGES))
-def test_every_project_module_a_stage_imports_is_a_dependency(stage):
-    spec = STAGES[stage]
-    script = ROOT / shlex.split(spec["cmd"])[1]
-    assert str(script.relative_to(ROOT)) in spec["deps"], f"{stage}: its script is not a dependency"
+def test_every_project_module_a_stage_imports_is_a_dependency_and_no_other(stage):
+    script = script_of(stage)
+    assert str(script.relative_to(ROOT)) in STAGES[stage]["deps"], f"{stage}: its script is not a dependency"
     modules = imported_modules(script)
-    assert any(m.name == "config.py" for m in modules), "the import probe saw no project module"
-    missing = [str(m.relative_to(ROOT)) for m in modules if not covered(m, spec["deps"])]
+    assert SRC / "mnist_cnn" / "config.py" in modules, "the import walk saw no project module"
+    missing = sorted(str(m.relative_to(ROOT)) for m in modules if not covered(m, source_deps(stage)))
     assert not missing, f"dvc.yaml stage {stage} imports {missing} but does not depend on them"
+    shipped = [RUNTIME] if stage == "train" else []
+    unused = [d for d in source_deps(stage) if d not in shipped and ROOT / d not in modules]
+    assert not unused, f"dvc.yaml stage {stage} depends on {unused}, which it never imports"
 
 
-def test_the_train_stage_depends_on_the_whole_package_the_model_ships():
-    from mnist_cnn.serving import package
+def test_the_train_stage_depends_on_the_runtime_the_model_ships_and_nothing_of_tuning_stack_webapp_or_cli():
+    assert packaging.RUNTIME == SRC / "mnist_runtime"
+    assert RUNTIME in STAGES["train"]["deps"]
+    assert not [d for d in source_deps("train") if any(k in d for k in ("tuning", "stack", "webapp", "cli"))]
 
-    assert package.PACKAGE == (ROOT / "src" / "mnist_cnn").resolve()
-    assert "src/mnist_cnn" in STAGES["train"]["deps"]
+
+def test_the_runtime_imports_nothing_of_the_pipeline():
+    runtime = sorted((SRC / "mnist_runtime").glob("*.py"))
+    assert {p.name for p in runtime} >= {"pyfunc_model.py", "images.py", "network.py"}
+    for path in runtime:
+        outside = [str(m.relative_to(SRC)) for m in direct_imports(path) if "mnist_runtime" not in m.parts]
+        assert not outside, f"{path.name} imports {outside}: the registered model ships only mnist_runtime"
 
 
-def test_imports_inside_main_are_seen():
-    names = named_imports(ROOT / "stages" / "evaluate.py")
-    assert "mnist_cnn.evaluation" in names and "mnist_cnn.entrypoint" in names
+def test_imports_inside_functions_are_seen():
+    modules = imported_modules(script_of("evaluate"))
+    assert SRC / "mnist_cnn" / "evaluation.py" in modules  # imported inside main
+    assert SRC / "mnist_cnn" / "model.py" not in modules
+    assert SRC / "mnist_cnn" / "model.py" in imported_modules(script_of("train"))  # inside training.calibrate
 
 
 def test_covered_sees_a_missing_module():
-    assert not covered(ROOT / "src" / "mnist_cnn" / "images.py", ["src/mnist_cnn/config.py"])
-    assert covered(ROOT / "src" / "mnist_cnn" / "serving" / "decode.py", ["src/mnist_cnn"])
+    assert not covered(SRC / "mnist_runtime" / "images.py", ["src/mnist_cnn/config.py"])
+    assert covered(SRC / "mnist_runtime" / "decode.py", [RUNTIME])
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("stage", sorted(STAGES))
 def test_stage_scripts_require_every_path_on_the_command_line(stage):
-    script = ROOT / shlex.split(STAGES[stage]["cmd"])[1]
-    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=ROOT)
+    proc = subprocess.run([sys.executable, str(script_of(stage))], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 2 and "the following arguments are required" in proc.stderr

@@ -35,7 +35,7 @@ def export_cli(*args: str, store=None) -> subprocess.CompletedProcess:
 
 def test_tflite_accuracy_matches_keras_on_the_subset(augmented, tmp_path):
     from mnist_cnn import data, export
-    from mnist_cnn.serving.network import Classifier
+    from mnist_runtime.network import Classifier
 
     keras_path, _, _ = augmented
     out = tmp_path / "model.tflite"
@@ -55,7 +55,7 @@ def test_tflite_accuracy_matches_keras_on_the_subset(augmented, tmp_path):
 
 def test_export_from_an_mlflow_model_uri(augmented, tmp_path):
     from mnist_cnn import export
-    from mnist_cnn.serving.network import load_network
+    from mnist_runtime.network import load_network
 
     keras_path, uri, store = augmented
     out = tmp_path / "nested" / "m.tflite"

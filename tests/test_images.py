@@ -1,4 +1,4 @@
-"""Real images to MNIST's form (`mnist_cnn.images`): decoding, the MNIST recipe, and rejections."""
+"""Real images to MNIST's form (`mnist_runtime.images`): decoding, the MNIST recipe, and rejections."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import pytest
 from PIL import Image, ImageDraw
 
 from digit_images import make_set
-from mnist_cnn import images
-from mnist_cnn.paper import border
-from mnist_cnn.images import ImageError
+from mnist_runtime import images
+from mnist_runtime.paper import border
+from mnist_runtime.images import ImageError
 
 
 def seven(side: int = 200, box=(0.3, 0.2, 0.6, 0.8), width: int = 12, ink: int = 0, paper: int = 255) -> Image.Image:

@@ -10,7 +10,8 @@ import pytest
 from PIL import Image, ImageDraw
 
 from digit_images import make_set
-from mnist_cnn import data, images, nondigits, paper
+from mnist_cnn import data, nondigits
+from mnist_runtime import images, paper
 
 SUBSET = Path(__file__).parent / "fixtures" / "mnist-subset"
 N = 180  # per split, 30 of each kind

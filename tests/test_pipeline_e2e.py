@@ -192,6 +192,40 @@ def test_second_repro_with_nothing_changed_runs_nothing(project):
     assert len(experiment_runs(dest)) == before
 
 
+def test_editing_what_the_model_does_not_ship_leaves_the_pipeline_up_to_date(project):
+    dest, _, _ = project
+    unshipped = ["src/mnist_cnn/webapp/static/app.js", "src/mnist_cnn/stack.py", "src/mnist_cnn/cli.py",
+                 "src/mnist_cnn/tuning/study.py"]  # fmt: skip
+    originals = {rel: (dest / rel).read_bytes() for rel in [*unshipped, "src/mnist_runtime/images.py"]}
+    try:
+        for rel in unshipped:
+            (dest / rel).write_bytes(originals[rel] + b"\n// edited\n" if rel.endswith(".js") else originals[rel] + b"\n# edited\n")
+        status = run(["dvc", "status", "--json"], dest).stdout
+        assert json.loads(status) == {}, status
+        (dest / "src/mnist_runtime/images.py").write_bytes(originals["src/mnist_runtime/images.py"] + b"\n# edited\n")
+        stale = json.loads(run(["dvc", "status", "--json"], dest).stdout)
+        assert {"preprocess", "train", "evaluate"} <= set(stale), stale
+        assert "download" not in stale and "register" not in stale
+    finally:
+        for rel, content in originals.items():
+            (dest / rel).write_bytes(content)
+    assert json.loads(run(["dvc", "status", "--json"], dest).stdout) == {}
+
+
+def test_the_registered_model_ships_only_its_runtime(project, tmp_path):
+    import mlflow
+
+    dest, _, _ = project
+    local = mlflow.artifacts.download_artifacts(
+        artifact_uri="models:/mnist-cnn@champion", dst_path=str(tmp_path), tracking_uri=f"sqlite:///{dest / 'mlflow.db'}"
+    )
+    code = Path(local) / "code"
+    assert [p.name for p in code.iterdir()] == ["mnist_runtime"]
+    shipped = {p.name for p in (code / "mnist_runtime").glob("*.py")}
+    assert shipped == {p.name for p in (dest / "src" / "mnist_runtime").glob("*.py")}
+    assert "pyfunc_model.py" in shipped and "stack.py" not in shipped
+
+
 def test_scoring_server_serves_the_champion(project):
     import requests
 

@@ -45,8 +45,8 @@ def cli(*args: str, store=None, cwd=ROOT) -> subprocess.CompletedProcess:
 
 
 def expected_digits(keras_path, paths) -> list[int]:
-    from mnist_cnn import images
-    from mnist_cnn.serving.network import Classifier
+    from mnist_runtime import images
+    from mnist_runtime.network import Classifier
 
     x = np.stack([images.prepare(p) for p in paths])[..., None].astype(np.float32)
     return Classifier.load(keras_path)(x).argmax(axis=1).tolist()
@@ -82,7 +82,7 @@ def test_predict_json_with_the_registry_champion_by_default(model, files, tmp_pa
 def test_below_the_models_threshold_the_answer_is_not_sure_and_the_top_digit_stays(model, files, tmp_path):
     import shutil
 
-    from mnist_cnn import calibration
+    from mnist_runtime import calibration
 
     keras_path, _ = model
     _, paths = files
@@ -139,8 +139,8 @@ def test_no_champion_is_one_clear_error(tmp_path):
 def test_mnist_recipe_beats_plain_resize_on_custom_digits(model):
     """Even a model trained for seconds on 2,000 images reads outside digits far better once they
     are brought to MNIST's form (the full-MNIST figures are in benchmarks/custom_digits.py)."""
-    from mnist_cnn import images
-    from mnist_cnn.serving.network import Classifier
+    from mnist_runtime import images
+    from mnist_runtime.network import Classifier
 
     classifier = Classifier.load(model[0])
     samples = make_set(per_digit=10, seed=3)

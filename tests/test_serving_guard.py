@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from mlflow.exceptions import MlflowException
 
-from mnist_cnn.serving import guard
-from mnist_cnn.serving.pyfunc import MnistCnnModel
+from mnist_runtime import guard
+from mnist_runtime.pyfunc import MnistCnnModel
 
 server = pytest.importorskip("mlflow.pyfunc.scoring_server")
 JSON = "application/json"

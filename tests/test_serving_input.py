@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 from mlflow.exceptions import MlflowException
 
-from mnist_cnn.serving.decode import MAX_BATCH, RequestError, to_pixels
-from mnist_cnn.serving.pyfunc import MnistCnnModel, format_predictions
+from mnist_runtime.decode import MAX_BATCH, RequestError, to_pixels
+from mnist_runtime.pyfunc import MnistCnnModel, format_predictions
 
 
 def images(n: int = 2) -> np.ndarray:
@@ -119,7 +119,7 @@ def test_format_predictions_gives_digit_confidence_and_probabilities():
 
 
 def test_below_the_abstain_threshold_the_answer_is_not_sure_and_the_digit_stays():
-    from mnist_cnn.calibration import Calibration
+    from mnist_runtime.calibration import Calibration
 
     proba = np.full((2, 10), 0.01)
     proba[0, 7], proba[1, 2] = 0.91, 0.41

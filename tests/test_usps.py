@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mnist_cnn import images, usps
+from mnist_cnn import usps
+from mnist_runtime import images
 from mnist_cnn.errors import DataError
 
 

@@ -34,7 +34,7 @@ def model(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def classifier(model):
-    from mnist_cnn.serving.network import Classifier
+    from mnist_runtime.network import Classifier
 
     return Classifier.load(model)
 
@@ -66,7 +66,7 @@ def png(gray: np.ndarray) -> bytes:
 
 
 def expected(classifier, data: bytes) -> tuple[int, np.ndarray]:
-    from mnist_cnn import images
+    from mnist_runtime import images
 
     pixels = images.prepare(data)
     return int(classifier(pixels[None]).argmax()), pixels
@@ -100,8 +100,8 @@ def test_predict_answers_the_digit_its_probabilities_and_the_28x28_input(app, cl
 
 def test_predict_says_not_sure_on_a_non_digit_and_answers_a_digit_it_is_sure_of(app, classifier):
     from mnist_cnn import nondigits
-    from mnist_cnn.calibration import NOT_SURE
-    from mnist_cnn.serving.pyfunc import format_predictions
+    from mnist_runtime.calibration import NOT_SURE
+    from mnist_runtime.pyfunc import format_predictions
 
     url, _ = app
     threshold = requests.get(f"{url}/api/info", timeout=10).json()["abstain_below"]

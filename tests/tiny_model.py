@@ -1,5 +1,5 @@
 """A small real model for the serving, predict and export tests: the `fast` preset trained on the
-MNIST subset for a few seconds, saved as `.keras` and logged with `serving.package.log_model` into a
+MNIST subset for a few seconds, saved as `.keras` and logged with `serving.packaging.log_model` into a
 throwaway sqlite MLflow store."""
 
 from __future__ import annotations
@@ -26,8 +26,9 @@ def train(path: Path, epochs: int = 1, augment: bool = False, nondigits: float |
     """Train the fast preset on the subset and save it to `path` (a `.keras` file). `nondigits`
     overrides the preset's outlier-exposure share; with `abstain_rate` the network is calibrated
     on the subset's test images (`training.calibrate`) and the record stored in the file."""
-    from mnist_cnn import calibration, data, presets, training
+    from mnist_cnn import data, presets, training
     from mnist_cnn.config import CalibrationParams
+    from mnist_runtime import calibration
 
     overrides = [f"train.epochs={epochs}"]
     if augment:
@@ -69,14 +70,14 @@ def log(keras_path: Path, store: Path, register_as: str | None = None) -> str:
     import mlflow
     import numpy as np
 
-    from mnist_cnn.serving import package
+    from mnist_cnn import packaging
 
     with using_store(store):
         if mlflow.get_experiment_by_name("serving-tests") is None:  # artifacts in the store, not in ./mlruns
             mlflow.create_experiment("serving-tests", artifact_location=(store / "artifacts").as_uri())
         mlflow.set_experiment("serving-tests")
         with mlflow.start_run():
-            info = package.log_model(keras_path, np.zeros((1, 28, 28), np.uint8))
+            info = packaging.log_model(keras_path, np.zeros((1, 28, 28), np.uint8))
         if register_as:
             version = mlflow.register_model(info.model_uri, register_as)
             mlflow.MlflowClient().set_registered_model_alias(register_as, "champion", version.version)

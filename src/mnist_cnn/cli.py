@@ -17,7 +17,8 @@ from typing import Sequence
 
 import numpy as np
 
-from mnist_cnn import atomic, config, figures, images, presets
+from mnist_cnn import atomic, config, figures, presets
+from mnist_runtime import images
 from mnist_cnn.entrypoint import add_params_args, run_main
 from mnist_cnn.errors import TrackingError
 from mnist_cnn.schema import dump_yaml, read_yaml, to_dict
@@ -248,7 +249,7 @@ def _app(args: argparse.Namespace) -> int:
     import uvicorn
 
     from mnist_cnn.feedback import FeedbackStore
-    from mnist_cnn.serving.network import Classifier
+    from mnist_runtime.network import Classifier
     from mnist_cnn.webapp.server import create_app
 
     model = _model_or_champion(args)
@@ -294,7 +295,7 @@ def _model_or_champion(args: argparse.Namespace) -> str:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from mnist_cnn.serving.network import load_predict_fn
+    from mnist_runtime.network import load_predict_fn
 
     predict = load_predict_fn(_model_or_champion(args))
     names, pixels, failed = [], [], 0
@@ -305,7 +306,7 @@ def _predict(args: argparse.Namespace) -> int:
         except images.ImageError as exc:
             print(f"error: {path}: {exc}", file=sys.stderr)
             failed += 1
-    from mnist_cnn.serving.pyfunc import format_predictions
+    from mnist_runtime.pyfunc import format_predictions
 
     proba = predict(np.stack(pixels)) if pixels else np.zeros((0, 10))
     rows = format_predictions(proba, predict.calibration).to_dict("records")

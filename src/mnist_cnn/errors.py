@@ -1,8 +1,6 @@
-"""The one exception type the command-line entry points turn into a clean error line."""
+"""The pipeline's kinds of user-fixable problem (MnistCnnError comes from the model's runtime)."""
 
-
-class MnistCnnError(Exception):
-    """A problem the user can fix; the message names it and says how."""
+from mnist_runtime.errors import MnistCnnError
 
 
 class ConfigError(MnistCnnError):

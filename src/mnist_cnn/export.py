@@ -3,7 +3,7 @@
 The TFLite model takes what the Keras network takes: float32 pixels 0-255 of shape
 (N, 28, 28, 1) (rescaling is a layer of the model; training-only augmentation layers are
 identity at inference and convert as such), and returns (N, 10) probabilities. Real images go
-through `mnist_cnn.images.prepare` first, as for the served model.
+through `mnist_runtime.images.prepare` first, as for the served model.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import tensorflow as tf
 
 from mnist_cnn.atomic import atomic_path
 from mnist_cnn.errors import MnistCnnError
-from mnist_cnn.serving.network import load_network
+from mnist_runtime.network import load_network
 
 
 def to_tflite(keras_model) -> bytes:

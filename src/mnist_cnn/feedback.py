@@ -33,7 +33,7 @@ from typing import Any, Iterator
 import numpy as np
 from PIL import Image
 
-from mnist_cnn import images
+from mnist_runtime import images
 from mnist_cnn.atomic import atomic_path, write_json, write_text
 from mnist_cnn.data import Split
 from mnist_cnn.errors import MnistCnnError

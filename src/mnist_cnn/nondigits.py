@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_cnn import images, paper
+from mnist_runtime import images, paper
 
 KINDS = ("letters", "symbols", "shapes", "scribbles", "noise", "textures")
 SPLITS = ("train", "test")

@@ -21,7 +21,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
-from mnist_cnn import images
+from mnist_runtime import images
 from mnist_cnn.data import Split
 from mnist_cnn.errors import DataError
 

@@ -27,7 +27,7 @@ JSON = {"Content-Type": "application/json"}
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     """(url, keras Classifier, model URI, store) for a freshly trained and logged model."""
-    from mnist_cnn.serving.network import Classifier
+    from mnist_runtime.network import Classifier
 
     work = tmp_path_factory.mktemp("served")
     keras_path = tiny_model.train(work / "tiny.keras")
@@ -109,7 +109,7 @@ IMAGE_FORMS = {
 
 @pytest.mark.parametrize("form", list(IMAGE_FORMS))
 def test_image_forms_go_through_the_mnist_recipe(served, testset, form):
-    from mnist_cnn import images
+    from mnist_runtime import images
 
     url, classifier, _, _ = served
     samples = make_set(per_digit=1, seed=11)

@@ -32,7 +32,8 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
-from mnist_cnn import calibration, images
+from mnist_runtime import calibration
+from mnist_runtime import images
 from mnist_cnn.feedback import CONFLICTS, FeedbackError, FeedbackFull, FeedbackStore
 
 STATIC = Path(__file__).with_name("static")

@@ -1,6 +1,6 @@
 """Packaging the network as the registered model: an MLflow models-from-code pyfunc whose code
-is this package (`pyfunc_model.py` the entry) and whose network is the `.keras` file. Nothing
-is pickled."""
+is the model's runtime, the `mnist_runtime` package alone (`pyfunc_model.py` the entry), and whose
+network is the `.keras` file. Nothing is pickled."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ import numpy as np
 from mlflow.models import ModelSignature
 from mlflow.types.schema import Array, ColSpec, Schema
 
-SERVING = Path(__file__).resolve().parent
-PACKAGE = SERVING.parent
+import mnist_runtime
+
+RUNTIME = Path(mnist_runtime.__file__).resolve().parent
 
 
 def serving_requirements() -> list[str]:
@@ -33,9 +34,9 @@ def log_model(keras_path: str | Path, example: np.ndarray):
     """Log the models-from-code pyfunc around `keras_path`; returns MLflow's ModelInfo."""
     return mlflow.pyfunc.log_model(
         name="model",
-        python_model=str(SERVING / "pyfunc_model.py"),
+        python_model=str(RUNTIME / "pyfunc_model.py"),
         artifacts={"keras_model": str(keras_path)},
-        code_paths=[str(PACKAGE)],
+        code_paths=[str(RUNTIME)],
         signature=output_signature(),
         input_example={"inputs": example.astype("uint8").tolist()},
         pip_requirements=serving_requirements(),

@@ -12,11 +12,11 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
-from mnist_cnn import calibration
-from mnist_cnn.calibration import Calibration
-from mnist_cnn.serving import guard
-from mnist_cnn.serving.decode import RequestError, to_model_input
-from mnist_cnn.serving.network import Classifier
+from mnist_runtime import calibration
+from mnist_runtime.calibration import Calibration
+from mnist_runtime import guard
+from mnist_runtime.decode import RequestError, to_model_input
+from mnist_runtime.network import Classifier
 
 
 def format_predictions(proba: np.ndarray, record: Calibration = calibration.NONE) -> pd.DataFrame:

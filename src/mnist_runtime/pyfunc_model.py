@@ -2,6 +2,6 @@
 
 from mlflow.models import set_model
 
-from mnist_cnn.serving.pyfunc import MnistCnnModel
+from mnist_runtime.pyfunc import MnistCnnModel
 
 set_model(MnistCnnModel())

@@ -1,44 +1,18 @@
-"""Confidence that means what it says, and an honest "not sure".
+"""Confidence that means what it says: fitting the calibration a model ships, and measuring it.
 
 After training, a temperature is fitted on the validation split (temperature scaling, Guo et
 al. 2017: one scalar dividing the logits, chosen for the lowest negative log-likelihood) and baked
 into the network (`model.with_temperature`), so every consumer gets calibrated probabilities.
-The abstain threshold is the confidence below which `abstain_rate` of the validation digits lie:
-an answer under it is "not sure" (the top digit stays available).
-
-The record travels inside the `.keras` file (an extra `mnist_cnn/calibration.json` entry, which
-Keras' loader passes over), so a copied model file keeps its threshold. Pure numpy and scipy.
+The abstain threshold is the confidence below which `abstain_rate` of the validation digits lie.
+The record itself (`mnist_runtime.calibration`) travels inside the `.keras` file. Pure numpy and scipy.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import zipfile
-from pathlib import Path
-
 import numpy as np
 from scipy.optimize import minimize_scalar
 
-ENTRY = "mnist_cnn/calibration.json"
 EPS = 1e-12
-NOT_SURE = "not sure"  # the answer below the threshold, wherever the model answers
-
-
-@dataclasses.dataclass(frozen=True)
-class Calibration:
-    temperature: float  # already applied inside the network; kept to undo it for "before" figures
-    abstain_below: float  # confidence under which the answer is "not sure" (0: never)
-
-    def sure(self, proba: np.ndarray) -> np.ndarray:
-        return np.asarray(proba).max(axis=1) >= self.abstain_below
-
-    def answers(self, proba: np.ndarray) -> list[str]:
-        """Each image's answer: its top digit, or NOT_SURE under the threshold."""
-        return [str(d) if s else NOT_SURE for d, s in zip(np.asarray(proba).argmax(axis=1), self.sure(proba))]
-
-
-NONE = Calibration(temperature=1.0, abstain_below=0.0)  # a network calibrated by nothing
 
 
 def rescale(proba: np.ndarray, temperature: float) -> np.ndarray:
@@ -88,21 +62,3 @@ def abstain_threshold(proba: np.ndarray, rate: float) -> float:
     if rate <= 0:
         return 0.0
     return float(np.quantile(np.asarray(proba).max(axis=1), rate))
-
-
-def write(keras_path: str | Path, calibration: Calibration) -> None:
-    """Add the record to a saved `.keras` file (write it before renaming the file into place)."""
-    with zipfile.ZipFile(keras_path, "a") as archive:
-        archive.writestr(ENTRY, json.dumps(dataclasses.asdict(calibration)))
-
-
-def read(keras_path: str | Path) -> Calibration:
-    """The record inside a `.keras` file; NONE for a file without one (trained before calibration)."""
-    try:
-        with zipfile.ZipFile(keras_path) as archive:
-            if ENTRY not in archive.namelist():
-                return NONE
-            raw = json.loads(archive.read(ENTRY))
-    except (zipfile.BadZipFile, OSError, ValueError):
-        return NONE
-    return Calibration(temperature=float(raw["temperature"]), abstain_below=float(raw["abstain_below"]))

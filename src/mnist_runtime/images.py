@@ -30,9 +30,9 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from mnist_cnn import paper
-from mnist_cnn.errors import MnistCnnError
-from mnist_cnn.paper import INK_LEVEL, MIN_CONTRAST
+from mnist_runtime import paper
+from mnist_runtime.errors import MnistCnnError
+from mnist_runtime.paper import INK_LEVEL, MIN_CONTRAST
 
 MAX_BYTES = 20 * 1024 * 1024  # one encoded image
 MAX_PIXELS = 6000 * 6000  # decoded size; Pillow's own bomb limit is larger

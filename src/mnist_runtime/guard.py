@@ -21,7 +21,7 @@ from types import ModuleType
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
-from mnist_cnn.serving.decode import PIXELS_COLUMN
+from mnist_runtime.decode import PIXELS_COLUMN
 
 MAX_BODY_BYTES = 32 * 1024 * 1024
 SERVER_MODULE = "mlflow.pyfunc.scoring_server"

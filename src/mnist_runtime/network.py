@@ -13,9 +13,9 @@ import numpy as np
 import tensorflow as tf
 from mlflow.exceptions import MlflowException
 
-from mnist_cnn import calibration
-from mnist_cnn.calibration import Calibration
-from mnist_cnn.errors import MnistCnnError
+from mnist_runtime import calibration
+from mnist_runtime.calibration import Calibration
+from mnist_runtime.errors import MnistCnnError
 
 CHUNK = 512  # images per network call: bounds the activations' memory for big batches
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from mnist_cnn.errors import MnistCnnError
-from mnist_cnn.images import ImageError, prepare_many
+from mnist_runtime.errors import MnistCnnError
+from mnist_runtime.images import ImageError, prepare_many
 
 MAX_BATCH = 10_000
 IMAGE_COLUMN = "image"

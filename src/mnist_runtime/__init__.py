@@ -1,7 +1,8 @@
-"""How the trained network is packaged for `mlflow models serve` and `mlflow.pyfunc`.
+"""The model's runtime: everything a registered model runs under `mlflow models serve` and
+`mlflow.pyfunc`, and nothing of training, tracking, tuning, the web page or the team stack.
 
-The registered model is an MLflow *models-from-code* pyfunc: its Python code is
-`mnist_cnn/serving/pyfunc_model.py` (the whole package ships with the model), its network the `.keras`
+The registered model is an MLflow *models-from-code* pyfunc: its Python code is this package alone
+(`mnist_runtime/pyfunc_model.py` the entry; `mnist_cnn.packaging` logs it), its network the `.keras`
 file, loaded in safe mode. Nothing is pickled. It has no input signature, so MLflow passes the
 request through untouched and this module validates it.
 
@@ -10,7 +11,7 @@ Input (JSON body of `POST /invocations`), up to `MAX_BATCH` images:
   or (N, 784) (also `instances`, or `dataframe_split` with 784 columns);
 - image files: `{"dataframe_split": {"columns": ["image"], "data": [["<base64>"], ...]}}` or
   `{"dataframe_records": [{"image": "<base64>"}, ...]}` or `{"inputs": {"image": ["<base64>", ...]}}`:
-  PNG, JPEG or BMP of any size and mode, brought to MNIST's form by `mnist_cnn.images`;
+  PNG, JPEG or BMP of any size and mode, brought to MNIST's form by `mnist_runtime.images`;
 - compact bulk pixels: `{"inputs": {"pixels_b64": "<base64>"}}`, the base64 of N*784 raw uint8
   bytes (N images of 28x28, row-major), or a `pixels_b64` column holding one such string per row.
 
@@ -24,7 +25,8 @@ Bad input is an MlflowException(INVALID_PARAMETER_VALUE): the scoring server ans
 `guard.install` also turns what MLflow would answer with a 500 into a 4xx: a missing
 Content-Type (415), a body over `MAX_BODY_BYTES` (413), JSON nested too deeply (400).
 
-Modules: `decode` (requests to pixels, pure), `network` (loading and calling the Keras network),
-`pyfunc` (the model class), `guard` (the scoring-server guard), `package` (logging the model),
-`pyfunc_model` (the models-from-code entry).
+Modules: `images` and `paper` (a user's image files to MNIST's form), `decode` (requests to pixels,
+pure), `network` (loading and calling the Keras network), `calibration` (the record in the model
+file and "not sure"), `pyfunc` (the model class), `guard` (the scoring-server guard), `errors`,
+`pyfunc_model` (the models-from-code entry). It imports nothing from `mnist_cnn`.
 """
