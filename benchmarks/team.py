@@ -100,7 +100,7 @@ def main() -> None:
     env = mirror_env(args)
     log_path = work / "benchmark.log"
     print(f"working in {work} (log: {log_path})", flush=True)
-    from mnist_cnn import stack
+    from mnist_stack.settings import load_settings
     from mnist_cnn.entrypoint import quiet_libraries
 
     quiet_libraries()
@@ -110,7 +110,7 @@ def main() -> None:
     with open(log_path, "w") as log:
         sh(["mnist-cnn", "stack", "up", "--dir", str(folder), "--pg-port", str(free_port()), "--mlflow-port", str(free_port())], a, env, log)
         try:
-            settings = stack.load_settings(folder)
+            settings = load_settings(folder)
             team = {**env, "MLFLOW_TRACKING_URI": settings.tracking_uri()}
             sh(["mnist-cnn", "preset", args.preset], a, env, log)
             sh([*GIT, "commit", "-qam", f"{args.preset} preset"], a, env, log)

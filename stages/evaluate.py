@@ -4,7 +4,7 @@ never saw, into the same MLflow run as the model."""
 
 import mlflow
 
-from mnist_cnn import atomic, confidence, config, data, figures, nondigits, presets, tracking, usps
+from mnist_cnn import atomic, calibrate, config, data, figures, nondigits, presets, tracking, usps
 from mnist_cnn.entrypoint import run_main, stage_parser
 from mnist_cnn.errors import DataError
 from mnist_cnn.schema import flatten
@@ -68,7 +68,7 @@ def main() -> None:
                           ("usps_worst", figures.worst_predictions(real.x, real.y, real.predicted, real.confidence, real.worst,
                                                                     "on USPS", real.rendering)),
                           ("reliability", figures.reliability_diagram(
-                              {"MNIST test": confidence.reliability(proba, test.y, bins), "USPS": real.reliability}))):  # fmt: skip
+                              {"MNIST test": calibrate.reliability(proba, test.y, bins), "USPS": real.reliability}))):  # fmt: skip
             tracking.log_figure(fig, f"evaluation/{name}.png", args.figures)
         metrics = dict(result.metrics)
         corrected = data.load_split(args.data_dir, data.FEEDBACK) if (args.data_dir / f"{data.FEEDBACK}.npz").is_file() else None

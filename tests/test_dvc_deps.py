@@ -18,7 +18,7 @@ from mnist_cnn.schema import read_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src"
-PACKAGES = ("mnist_cnn", "mnist_runtime")
+PACKAGES = ("mnist_cnn", "mnist_runtime", "mnist_stack")
 STAGES = read_yaml(ROOT / "dvc.yaml")["stages"]
 RUNTIME = "src/mnist_runtime"
 
@@ -90,6 +90,11 @@ def test_the_runtime_imports_nothing_of_the_pipeline():
     for path in runtime:
         outside = [str(m.relative_to(SRC)) for m in direct_imports(path) if "mnist_runtime" not in m.parts]
         assert not outside, f"{path.name} imports {outside}: the registered model ships only mnist_runtime"
+
+
+def test_the_pipeline_package_leaves_the_team_stack_to_the_cli():
+    users = sorted(p.name for p in (SRC / "mnist_cnn").rglob("*.py") if any("mnist_stack" in m.parts for m in direct_imports(p)))
+    assert users == ["cli.py"], users
 
 
 def test_imports_inside_functions_are_seen():

@@ -87,6 +87,22 @@ def test_ui_serves_the_project_store_and_its_links_open_the_model_training_view(
         stop(proc)
 
 
+@pytest.mark.parametrize("verbose", ["", "1"])
+def test_ui_keeps_mlflow_uvicorn_and_starlette_lines_off_the_terminal_unless_verbose(project, verbose):
+    root, _ = project
+    port = free_port()
+    proc, _ = start_ui(root, port, clean_env(MNIST_CNN_VERBOSE=verbose))
+    try:
+        wait_until_up(f"http://127.0.0.1:{port}/health", proc)
+    finally:
+        stop(proc)
+    noise = [line for line in proc.stderr.read().splitlines() if " INFO" in line or "DeprecationWarning" in line]
+    if verbose:
+        assert noise, "MNIST_CNN_VERBOSE=1 brings MLflow's and uvicorn's lines back"
+    else:
+        assert not noise, noise
+
+
 def test_ui_against_a_tracking_server_prints_the_servers_links_and_starts_nothing(project):
     root, experiment_id = project
     port = free_port()

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from mnist_cnn import stack
+from mnist_stack import mlflow_server
+from mnist_stack.settings import Settings, load_settings
 from mnist_cnn.schema import dump_yaml, parse_yaml
 from mnist_cnn.tuning import storage
 
@@ -36,7 +37,7 @@ QUICK_TUNE = ["tune.epochs=2", "tune.train_fraction=0.5", "tune.sampler.n_startu
 @dataclass
 class Stack:
     folder: Path
-    settings: stack.Settings
+    settings: Settings
 
     @property
     def tracking_uri(self) -> str:
@@ -60,7 +61,7 @@ def team_stack():
     up = run(["mnist-cnn", "stack", "up", "--dir", str(folder), "--pg-port", str(pg_port), "--mlflow-port", str(mlflow_port)],
              ROOT, timeout=300)
     assert f"export MLFLOW_TRACKING_URI=http://127.0.0.1:{mlflow_port}" in up.stdout
-    settings = stack.load_settings(folder)
+    settings = load_settings(folder)
     assert f"export OPTUNA_STORAGE=postgresql://mnist:{settings.password}@127.0.0.1:{pg_port}/optuna" in up.stdout
     yield Stack(folder, settings)
     run(["mnist-cnn", "stack", "down", "--dir", str(folder)], ROOT, check=False, timeout=300)
@@ -149,7 +150,7 @@ def test_stack_down_and_up_again_keeps_every_run_model_version_and_trial(team_st
     assert "stopped: mlflow server, postgresql" in team_stack.cli("down").stdout
     status = team_stack.cli("status", check=False)
     assert status.returncode == 3 and "postgresql  stopped" in status.stdout and "mlflow      stopped" in status.stdout
-    assert not stack.healthy(team_stack.tracking_uri)
+    assert not mlflow_server.healthy(team_stack.tracking_uri)
     team_stack.cli("up")
     assert team_stack.cli("status").returncode == 0
 
@@ -308,9 +309,9 @@ def test_a_study_finishes_when_the_mlflow_server_dies_and_is_restarted_mid_trial
     tune = subprocess.Popen(tune_cmd(processed, location, name, "--trials", "2", "--set=tune.epochs=4"), cwd=workdir,
                             env=env(team_stack), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     wait_for(lambda: _running_with_run(location, name), 300, "a trial logging epochs")
-    pid = stack.mlflow_pid(team_stack.folder)
+    pid = mlflow_server.running_pid(team_stack.folder)
     os.killpg(pid, signal.SIGKILL)  # the server dies mid-trial...
-    wait_for(lambda: not stack.healthy(team_stack.tracking_uri), 30, "the server to be gone")
+    wait_for(lambda: not mlflow_server.healthy(team_stack.tracking_uri), 30, "the server to be gone")
     time.sleep(3)
     team_stack.cli("up")  # ...and is restarted: `up` starts what is not running
     out = tune.communicate(timeout=600)[0]

@@ -19,7 +19,7 @@ import numpy as np
 
 from mnist_cnn import atomic, config, figures, presets
 from mnist_runtime import images
-from mnist_cnn.entrypoint import add_params_args, run_main
+from mnist_cnn.entrypoint import add_params_args, quiet_server, run_main
 from mnist_cnn.errors import TrackingError
 from mnist_cnn.schema import dump_yaml, read_yaml, to_dict
 
@@ -148,10 +148,11 @@ def _ui(args: argparse.Namespace) -> int:
     if server:
         print(f"(the tracking server {uri} is the UI)", file=sys.stderr)
         return 0
-    cmd = ["mlflow", "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port)]
-    print(" ".join(cmd) + "   (Ctrl+C stops)", file=sys.stderr, flush=True)
+    cmd = ["mlflow", "ui", "--backend-store-uri", uri, "--registry-store-uri", uri, "--host", args.host, "--port", str(args.port)]
+    cmd, env = quiet_server(cmd, dict(os.environ))
+    print(shlex.join(cmd) + "   (Ctrl+C stops)", file=sys.stderr, flush=True)
     os.chdir(root)  # mlflow ui's own default folders (mlartifacts/) are the project's
-    os.execvp(cmd[0], cmd)
+    os.execvpe(cmd[0], cmd, env)
     return 0
 
 
@@ -220,20 +221,21 @@ def _stage(args: argparse.Namespace) -> int:
 
 
 def _stack(args: argparse.Namespace) -> int:
-    from mnist_cnn import stack
+    from mnist_stack import control
+    from mnist_stack.settings import exports
 
     folder = args.dir or config.project_root() / ".stack"
     if args.action == "down":
-        stopped = stack.down(folder)
+        stopped = control.down(folder)
         print(f"stopped: {', '.join(stopped)}" if stopped else f"nothing was running in {folder}")
         return 0
     if args.action == "up":
-        settings = stack.up(folder, args.host, args.pg_port, args.mlflow_port)
+        settings = control.up(folder, args.host, args.pg_port, args.mlflow_port)
         print(f"PostgreSQL on port {settings.pg_port} and the MLflow server on {settings.tracking_uri()} run from {folder}")
         print("for every shell that trains, tunes or serves (`mnist-cnn stack status` prints them again):")
-        print(stack.exports(settings), end="")
+        print(exports(settings), end="")
         return 0
-    state = stack.status(folder)
+    state = control.status(folder)
     settings = state["settings"]
     if settings is None:
         print(f"no stack in {folder}; `mnist-cnn stack up` creates one")
@@ -241,7 +243,7 @@ def _stack(args: argparse.Namespace) -> int:
     print(f"folder      {folder}")
     print(f"postgresql  {'running' if state['postgresql'] else 'stopped'} (port {settings.pg_port})")
     print(f"mlflow      {'running' if state['mlflow'] else 'stopped'} ({settings.tracking_uri()})")
-    print(stack.exports(settings), end="")
+    print(exports(settings), end="")
     return 0 if state["postgresql"] and state["mlflow"] else 3
 
 

@@ -40,6 +40,15 @@ def quiet_libraries() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+def quiet_server(cmd: list[str], env: dict[str, str]) -> tuple[list[str], dict[str, str]]:
+    """An `mlflow ui` command and environment without MLflow's INFO lines, uvicorn's per-request
+    lines and Starlette's deprecation warning (one per worker), unless MNIST_CNN_VERBOSE is set."""
+    if verbose():
+        return cmd, env
+    ignored = ",".join(filter(None, [env.get("PYTHONWARNINGS"), "ignore:starlette.middleware.wsgi is deprecated"]))
+    return [*cmd, "--uvicorn-opts", "--log-level warning"], {**env, "MLFLOW_LOGGING_LEVEL": "WARNING", "PYTHONWARNINGS": ignored}
+
+
 @contextlib.contextmanager
 def _native_stderr_held() -> Iterator[None]:
     """Hold what native code writes to file descriptor 2 (Python's sys.stderr is untouched);

@@ -10,7 +10,7 @@ import keras
 import numpy as np
 from sklearn.metrics import classification_report, confusion_matrix
 
-from mnist_cnn import confidence
+from mnist_cnn import calibrate
 from mnist_runtime.calibration import Calibration
 from mnist_cnn.data import NUM_CLASSES, Split
 
@@ -83,10 +83,10 @@ def feedback_metrics(model, split, batch_size: int = 1024) -> dict[str, float]:
 def calibration_metrics(prefix: str, proba: np.ndarray, y: np.ndarray, record: Calibration, bins: int) -> dict[str, float]:
     """`<prefix>_ece` of the calibrated network and `_uncalibrated` (its temperature undone), and
     `<prefix>_not_sure`, the share of these digits it answers "not sure"."""
-    raw = confidence.rescale(proba, 1.0 / record.temperature)
+    raw = calibrate.rescale(proba, 1.0 / record.temperature)
     return {
-        f"{prefix}_ece": confidence.ece(proba, y, bins),
-        f"{prefix}_ece_uncalibrated": confidence.ece(raw, y, bins),
+        f"{prefix}_ece": calibrate.ece(proba, y, bins),
+        f"{prefix}_ece_uncalibrated": calibrate.ece(raw, y, bins),
         f"{prefix}_not_sure": float(np.mean(~record.sure(proba))),
     }
 
@@ -125,7 +125,7 @@ def real_digits(model, renderings: dict[str, Split], record: Calibration, bins: 
     return RealDigits(
         metrics=metrics, x=x, y=y, rendering=[n for n, s in renderings.items() for _ in range(len(s))],
         predicted=predicted, confidence=confidence, worst=wrong[np.argsort(-confidence[wrong], kind="stable")][:worst],
-        reliability=confidence.reliability(proba, y, bins),
+        reliability=calibrate.reliability(proba, y, bins),
     )
 
 

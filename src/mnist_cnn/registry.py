@@ -5,8 +5,10 @@ than a tolerance, and is at least as good on MNIST's test set; otherwise it beco
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
@@ -17,11 +19,13 @@ from mlflow.exceptions import MlflowException
 
 from mnist_cnn import data, liveness, model_card, tracking
 from mnist_cnn.config import Params, RegisterParams
+from mnist_cnn.entrypoint import verbose
 from mnist_cnn.errors import TrackingError
 from mnist_cnn.schema import to_dict
 
 
 LOCK_SUFFIX = ".gate-lock"
+REGISTRATION_CHATTER = ("Successfully registered model", "Created version")  # mlflow.register_model's prints
 _OWNER, _SINCE = "owner", "since"
 
 log = logging.getLogger(__name__)
@@ -170,6 +174,22 @@ def register(
         return _register(model_uri, run_id, metrics, tags, params, summary, card)
 
 
+@contextlib.contextmanager
+def _registration_lines_hidden() -> Iterator[None]:
+    """`mlflow.register_model` prints "Successfully registered model" and "Created version" to
+    stderr (the stage's own report says it); every other line it writes still gets through."""
+    if verbose():
+        yield
+        return
+    held = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(held):
+            yield
+    finally:
+        kept = [line for line in held.getvalue().splitlines(keepends=True) if not line.startswith(REGISTRATION_CHATTER)]
+        sys.stderr.write("".join(kept))
+
+
 def _register(
     model_uri: str,
     run_id: str,
@@ -194,7 +214,8 @@ def _register(
         if existing:
             version = max(existing, key=lambda v: int(v.version))
         else:
-            version = mlflow.register_model(model_uri, name, tags=all_tags)
+            with _registration_lines_hidden():
+                version = mlflow.register_model(model_uri, name, tags=all_tags)
             created = version
         champion = alias_version(name, params.champion_alias)
         previous = None

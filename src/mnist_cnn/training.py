@@ -281,20 +281,20 @@ def train(
 def calibrate(model, val_split: Split, params: CalibrationParams, batch_size: int = 1024):
     """The network with its validation-fitted temperature baked in, its calibration record, and
     the figures of the fit (`temperature`, `abstain_threshold`, `val_ece` before and after)."""
-    from mnist_cnn import confidence
+    from mnist_cnn.calibrate import abstain_threshold, ece, fit_temperature, rescale
     from mnist_runtime.calibration import Calibration
     from mnist_cnn.evaluation import predict_proba
     from mnist_cnn.model import with_temperature
 
     raw = predict_proba(model, val_split.x, batch_size)
-    temperature = confidence.fit_temperature(raw, val_split.y)
-    proba = confidence.rescale(raw, temperature)
-    record = Calibration(temperature, confidence.abstain_threshold(proba, params.abstain_rate))
+    temperature = fit_temperature(raw, val_split.y)
+    proba = rescale(raw, temperature)
+    record = Calibration(temperature, abstain_threshold(proba, params.abstain_rate))
     metrics = {
         "temperature": temperature,
         "abstain_threshold": record.abstain_below,
-        "val_ece": confidence.ece(proba, val_split.y, params.bins),
-        "val_ece_uncalibrated": confidence.ece(raw, val_split.y, params.bins),
+        "val_ece": ece(proba, val_split.y, params.bins),
+        "val_ece_uncalibrated": ece(raw, val_split.y, params.bins),
         "val_not_sure": float(np.mean(~record.sure(proba))),
     }
     return with_temperature(model, temperature), record, metrics

@@ -1,7 +1,7 @@
 """The calibration record a model file carries, and how the model answers with it.
 
 Training fits a temperature (already baked into the network) and an abstain threshold
-(`mnist_cnn.calibration`); the record travels inside the `.keras` file as an extra
+(`mnist_cnn.calibrate`); the record travels inside the `.keras` file as an extra
 `mnist_cnn/calibration.json` entry, which Keras' loader passes over, so a copied model file keeps
 its threshold. An answer under the threshold is "not sure"; the top digit stays available.
 """
