@@ -47,8 +47,11 @@ def photo_jpeg(width: int, height: int) -> bytes:
     rng = np.random.default_rng(0)
     paper = np.clip(200 + 30 * np.linspace(0, 1, width)[None, :] + rng.normal(0, 6, (height, width)), 0, 255)
     im = Image.fromarray(paper.astype(np.uint8), "L").convert("RGB")
-    ImageDraw.Draw(im).line([(width * 0.3, height * 0.3), (width * 0.7, height * 0.3), (width * 0.45, height * 0.8)],
-                            fill=(30, 30, 60), width=max(4, width // 40))
+    ImageDraw.Draw(im).line(
+        [(width * 0.3, height * 0.3), (width * 0.7, height * 0.3), (width * 0.45, height * 0.8)],
+        fill=(30, 30, 60),
+        width=max(4, width // 40),
+    )
     buffer = io.BytesIO()
     im.save(buffer, format="JPEG", quality=88)
     return buffer.getvalue()
@@ -56,8 +59,17 @@ def photo_jpeg(width: int, height: int) -> bytes:
 
 def start(model: Path, work: Path) -> tuple[subprocess.Popen, int]:
     port = free_port()
-    cmd = [sys.executable, "-c", "from mnist_cnn.cli import main; main()", "app", "--model", str(model),
-           "--port", str(port), "--no-feedback"]
+    cmd = [
+        sys.executable,
+        "-c",
+        "from mnist_cnn.cli import main; main()",
+        "app",
+        "--model",
+        str(model),
+        "--port",
+        str(port),
+        "--no-feedback",
+    ]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     proc = subprocess.Popen(cmd, env=env, stdout=open(work / "app.log", "wb"), stderr=subprocess.STDOUT)
     wait_until_answers(proc, port, "/api/info", work / "app.log")
@@ -101,8 +113,10 @@ def main() -> None:
                 measure(port, bodies, 3, 0.05)  # warm up
                 total, server = measure(port, bodies, repeat, 0.05)
                 p95 = float(np.percentile(total, 95))
-                print(f"{name:<30}{len(bodies[-1]):>9}{statistics.median(total):>9.1f}{p95:>9.1f}{max(total):>9.1f}"
-                      f"{statistics.median(server):>12.1f}")
+                print(
+                    f"{name:<30}{len(bodies[-1]):>9}{statistics.median(total):>9.1f}{p95:>9.1f}{max(total):>9.1f}"
+                    f"{statistics.median(server):>12.1f}"
+                )
         finally:
             proc.terminate()
             proc.wait(timeout=30)

@@ -67,7 +67,6 @@ def main() -> None:
     args = parser.parse_args()
 
     from digit_images import CONDITIONS, make_photos, make_set
-
     from mnist_cnn import entrypoint
     from mnist_runtime import images
     from mnist_runtime.network import Classifier
@@ -83,7 +82,11 @@ def main() -> None:
 
     results = {}
     sets = {
-        "clean": (make_set(per_digit=args.per_digit, seed=args.seed), ("drawn", "font"), ("dark-on-light", "light-on-dark")),
+        "clean": (
+            make_set(per_digit=args.per_digit, seed=args.seed),
+            ("drawn", "font"),
+            ("dark-on-light", "light-on-dark"),
+        ),
         "paper": (make_photos(per_digit=args.per_digit, seed=args.seed), CONDITIONS, ()),
     }
     for set_name, (samples, kinds, polarities) in sets.items():
@@ -110,7 +113,10 @@ def main() -> None:
             if args.save_grid and name.startswith("MNIST"):
                 from mnist_cnn import figures
 
-                keep = np.flatnonzero(~correct)[:50].tolist() + np.flatnonzero(correct)[: max(0, 100 - (~correct).sum())].tolist()
+                keep = (
+                    np.flatnonzero(~correct)[:50].tolist()
+                    + np.flatnonzero(correct)[: max(0, 100 - (~correct).sum())].tolist()
+                )
                 fig = figures.image_grid(
                     x[keep], [f"{labels[i]}->{predicted[i]}" for i in keep], f"{set_name}, MNIST-style inputs: label->predicted",
                     ["red" if not correct[i] else "black" for i in keep],

@@ -26,26 +26,45 @@ def add_mirror_option(parser: argparse.ArgumentParser, usps: bool = True) -> Non
     """`--mirror`: the MNIST IDX directory, from $MNIST_MIRROR when set, else required; with
     `usps`, `--usps` too (the download stage fetches USPS as well), from $USPS_MIRROR."""
     mirror = os.environ.get("MNIST_MIRROR")
-    parser.add_argument("--mirror", default=mirror, required=not mirror,
-                        help="directory holding the four MNIST IDX .gz files (default: $MNIST_MIRROR)")
+    parser.add_argument(
+        "--mirror",
+        default=mirror,
+        required=not mirror,
+        help="directory holding the four MNIST IDX .gz files (default: $MNIST_MIRROR)",
+    )
     if usps:
         usps_mirror = os.environ.get("USPS_MIRROR")
-        parser.add_argument("--usps", default=usps_mirror, required=not usps_mirror,
-                            help="directory holding USPS's zip.train.gz and zip.test.gz (default: $USPS_MIRROR)")
+        parser.add_argument(
+            "--usps",
+            default=usps_mirror,
+            required=not usps_mirror,
+            help="directory holding USPS's zip.train.gz and zip.test.gz (default: $USPS_MIRROR)",
+        )
 
 
 def mirror_env(args: argparse.Namespace) -> dict[str, str]:
     """The environment a benchmark's `dvc repro` runs in: both mirrors, no tracking URI of the caller's."""
-    env = {**os.environ, "MNIST_MIRROR": str(Path(args.mirror).resolve()), "USPS_MIRROR": str(Path(args.usps).resolve()),
-           "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env = {
+        **os.environ,
+        "MNIST_MIRROR": str(Path(args.mirror).resolve()),
+        "USPS_MIRROR": str(Path(args.usps).resolve()),
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+    }
     env.pop("MLFLOW_TRACKING_URI", None)
     return env
 
 
 def copy_project(dest: Path) -> None:
-    files = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=ROOT, capture_output=True, check=True
-    ).stdout.decode().split("\0")
+    files = (
+        subprocess.run(
+            ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+            cwd=ROOT,
+            capture_output=True,
+            check=True,
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     for rel in filter(None, files):
         src = ROOT / rel
         if src.is_file():

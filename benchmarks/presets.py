@@ -31,7 +31,9 @@ def prepare_data(mirror: str, work: Path) -> Path:
     os.environ["MNIST_MIRROR"] = mirror
     raw = work / "raw"
     download.fetch_all(params.data, raw, progress=False)
-    train, val = data.stratified_split(data.load_idx_pair(raw, "train"), params.data.val_fraction, params.data.split_seed)
+    train, val = data.stratified_split(
+        data.load_idx_pair(raw, "train"), params.data.val_fraction, params.data.split_seed
+    )
     out = work / "processed"
     out.mkdir(parents=True, exist_ok=True)
     for name, split in (("train", train), ("val", val), ("test", data.load_idx_pair(raw, "t10k"))):
@@ -78,7 +80,9 @@ def plot(rows: list[dict], path: Path) -> None:
     ax = fig.subplots()
     for r in rows:
         ax.scatter(r["train_seconds"], 100 * r["test_accuracy"], s=40)
-        ax.annotate(r["preset"], (r["train_seconds"], 100 * r["test_accuracy"]), textcoords="offset points", xytext=(5, 5))
+        ax.annotate(
+            r["preset"], (r["train_seconds"], 100 * r["test_accuracy"]), textcoords="offset points", xytext=(5, 5)
+        )
     ax.set_xlabel("training seconds (2-core CPU)")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title("Presets: accuracy versus training time")
@@ -116,7 +120,9 @@ def main() -> None:
             rows.append(row)
             print(f"{preset}: test_accuracy {row['test_accuracy']:.4f} in {row['train_seconds']:.0f}s", flush=True)
     base = next((r["train_seconds"] for r in rows if r["preset"] == "seed"), None)
-    print(f"\n{'preset':<10}{'test acc':>9}{'test loss':>10}{'train s':>9}{'x seed':>8}{'img/s':>8}{'epochs':>7}{'peak RSS':>10}")
+    print(
+        f"\n{'preset':<10}{'test acc':>9}{'test loss':>10}{'train s':>9}{'x seed':>8}{'img/s':>8}{'epochs':>7}{'peak RSS':>10}"
+    )
     for r in rows:
         ratio = f"{r['train_seconds'] / base:.2f}" if base else "-"
         print(

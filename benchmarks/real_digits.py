@@ -37,10 +37,18 @@ def cpu_name() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="a .keras file (its calibration record inside)")
-    parser.add_argument("--mnist", default=os.environ.get("MNIST_MIRROR"), required=not os.environ.get("MNIST_MIRROR"),
-                        help="folder of the MNIST IDX .gz files (default: $MNIST_MIRROR)")
-    parser.add_argument("--usps", default=os.environ.get("USPS_MIRROR"), required=not os.environ.get("USPS_MIRROR"),
-                        help="folder of zip.test.gz / zip.train.gz (default: $USPS_MIRROR)")
+    parser.add_argument(
+        "--mnist",
+        default=os.environ.get("MNIST_MIRROR"),
+        required=not os.environ.get("MNIST_MIRROR"),
+        help="folder of the MNIST IDX .gz files (default: $MNIST_MIRROR)",
+    )
+    parser.add_argument(
+        "--usps",
+        default=os.environ.get("USPS_MIRROR"),
+        required=not os.environ.get("USPS_MIRROR"),
+        help="folder of zip.test.gz / zip.train.gz (default: $USPS_MIRROR)",
+    )
     parser.add_argument("--usps-file", default="zip.test", choices=["zip.test", "zip.train"])
     parser.add_argument("--nondigits", type=int, default=2000, help="held-out generated non-digits (default 2000)")
     parser.add_argument("--bins", type=int, default=15)
@@ -68,14 +76,20 @@ def main() -> None:
     figures.update(evaluation.nondigit_metrics(model, nondigits.generate(args.nondigits, 2024, "test"), record))
     figures.update(temperature=record.temperature, abstain_threshold=record.abstain_below)
 
-    print(f"model {args.model} on {cpu_name()}; USPS {args.usps_file}: {len(labels)} digits x {len(renderings)} renderings "
-          f"prepared in {prepare_s:.0f} s")
-    print(f"temperature {record.temperature:.3f}, \"not sure\" below confidence {record.abstain_below:.3f}\n")
+    print(
+        f"model {args.model} on {cpu_name()}; USPS {args.usps_file}: {len(labels)} digits x {len(renderings)} renderings "
+        f"prepared in {prepare_s:.0f} s"
+    )
+    print(f'temperature {record.temperature:.3f}, "not sure" below confidence {record.abstain_below:.3f}\n')
     print(f"{'set':<28}{'accuracy':>10}{'not sure':>10}{'ECE before':>12}{'ECE after':>11}")
-    print(f"{'MNIST test':<28}{figures['test_accuracy']:>10.2%}{figures['test_not_sure']:>10.2%}"
-          f"{figures['test_ece_uncalibrated']:>12.2%}{figures['test_ece']:>11.2%}")
-    print(f"{'USPS, all renderings':<28}{figures['usps_accuracy']:>10.2%}{figures['usps_not_sure']:>10.2%}"
-          f"{figures['usps_ece_uncalibrated']:>12.2%}{figures['usps_ece']:>11.2%}")
+    print(
+        f"{'MNIST test':<28}{figures['test_accuracy']:>10.2%}{figures['test_not_sure']:>10.2%}"
+        f"{figures['test_ece_uncalibrated']:>12.2%}{figures['test_ece']:>11.2%}"
+    )
+    print(
+        f"{'USPS, all renderings':<28}{figures['usps_accuracy']:>10.2%}{figures['usps_not_sure']:>10.2%}"
+        f"{figures['usps_ece_uncalibrated']:>12.2%}{figures['usps_ece']:>11.2%}"
+    )
     for name in renderings:
         print(f"{'  USPS ' + name:<28}{figures['usps_accuracy_' + name]:>10.2%}")
     print(f"{'non-digits (held out)':<28}{'':>10}{figures['nondigits_not_sure']:>10.2%}")

@@ -165,7 +165,9 @@ def bodies(x: np.ndarray) -> dict[str, bytes]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path, help="a .keras file (default: train the fast preset for one epoch on the subset)")
+    parser.add_argument(
+        "--model", type=Path, help="a .keras file (default: train the fast preset for one epoch on the subset)"
+    )
     parser.add_argument("--repeat", type=int, default=200, help="requests per latency figure (256-image ones: a fifth)")
     parser.add_argument("--seconds", type=float, default=10.0, help="duration of the throughput run")
     parser.add_argument("--clients", type=int, default=8)
@@ -187,7 +189,10 @@ def main() -> None:
                 repeat = args.repeat if name.startswith("1 ") else max(10, args.repeat // 5)
                 results[name] = latency(port, body, repeat)
                 r = results[name]
-                print(f"{name:<26} p50 {r['p50_ms']:7.1f} ms   p95 {r['p95_ms']:7.1f} ms   ({len(body):,} bytes)", flush=True)
+                print(
+                    f"{name:<26} p50 {r['p50_ms']:7.1f} ms   p95 {r['p95_ms']:7.1f} ms   ({len(body):,} bytes)",
+                    flush=True,
+                )
             tp = throughput(port, bodies(x)["1 image, JSON pixels"], args.clients, args.seconds)
             results[f"{args.clients} clients, 1 image, JSON pixels"] = tp
             print(f"{args.clients} concurrent clients, 1 image each: {tp['requests_per_s']:.0f} requests/s "

@@ -39,10 +39,24 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def tuning_throughput(work: Path, env: dict[str, str], location: str | None, workers: int, trials: int, sets: list[str], log) -> float:
+def tuning_throughput(
+    work: Path, env: dict[str, str], location: str | None, workers: int, trials: int, sets: list[str], log
+) -> float:
     name = f"bench-{uuid.uuid4().hex[:6]}"
-    cmd = ["mnist-cnn", "tune", "--no-progress", "--trials", str(trials), "--workers", str(workers), "--study-name", name,
-           "--best", str(work / f"{name}.yaml"), *sets]
+    cmd = [
+        "mnist-cnn",
+        "tune",
+        "--no-progress",
+        "--trials",
+        str(trials),
+        "--workers",
+        str(workers),
+        "--study-name",
+        name,
+        "--best",
+        str(work / f"{name}.yaml"),
+        *sets,
+    ]
     if location:
         cmd += ["--storage", location]
     seconds = sh(cmd, work, env, log)
@@ -69,7 +83,9 @@ def tracking_latency(uri: str, epochs: int, gates: int) -> tuple[float, float]:
             start = time.perf_counter()
             tracking.log_epoch(epoch, {"train_loss": 0.1, "train_accuracy": 0.9, "val_loss": 0.1, "val_accuracy": 0.9})
             per_epoch.append(time.perf_counter() - start)
-    params = RegisterParams(model_name=name, min_test_accuracy=0.5, champion_alias="champion", challenger_alias="challenger")
+    params = RegisterParams(
+        model_name=name, min_test_accuracy=0.5, champion_alias="champion", challenger_alias="challenger"
+    )
     per_gate = []
     for i in range(gates):
         with mlflow.start_run() as run:
@@ -86,8 +102,14 @@ def main() -> None:
     add_mirror_option(parser)
     parser.add_argument("--trials", type=int, default=6, help="trials per tuning measurement")
     parser.add_argument("--preset", default="fast", help="preset of the dvc repro measurement (default: fast)")
-    parser.add_argument("--set", dest="overrides", action="append", default=["tune.epochs=1", "tune.train_fraction=0.1"],
-                        metavar="KEY=VALUE", help="tune overrides (default: tune.epochs=1, tune.train_fraction=0.1)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=["tune.epochs=1", "tune.train_fraction=0.1"],
+        metavar="KEY=VALUE",
+        help="tune overrides (default: tune.epochs=1, tune.train_fraction=0.1)",
+    )
     parser.add_argument("--keep", type=Path, help="run in this directory and keep it")
     args = parser.parse_args()
 
@@ -100,15 +122,30 @@ def main() -> None:
     env = mirror_env(args)
     log_path = work / "benchmark.log"
     print(f"working in {work} (log: {log_path})", flush=True)
-    from mnist_stack.settings import load_settings
     from mnist_cnn.entrypoint import quiet_libraries
+    from mnist_stack.settings import load_settings
 
     quiet_libraries()
     warnings.filterwarnings("ignore", message="Add type hints to the `predict` method")
 
     results: dict = {}
     with open(log_path, "w") as log:
-        sh(["mnist-cnn", "stack", "up", "--dir", str(folder), "--pg-port", str(free_port()), "--mlflow-port", str(free_port())], a, env, log)
+        sh(
+            [
+                "mnist-cnn",
+                "stack",
+                "up",
+                "--dir",
+                str(folder),
+                "--pg-port",
+                str(free_port()),
+                "--mlflow-port",
+                str(free_port()),
+            ],
+            a,
+            env,
+            log,
+        )
         try:
             settings = load_settings(folder)
             team = {**env, "MLFLOW_TRACKING_URI": settings.tracking_uri()}
@@ -120,32 +157,47 @@ def main() -> None:
             results["full_repro_s"] = seconds
             print(f"dvc repro from scratch ({args.preset} preset, full MNIST): {seconds:.0f}s", flush=True)
             remote = work / "remote"
-            for clone_cmd in (["dvc", "remote", "modify", "--local", "team", "url", str(remote)],
-                              ["git", "add", "dvc.lock", "reports", "models/run.json"],
-                              [*GIT, "commit", "-qm", "trained model"]):
+            for clone_cmd in (
+                ["dvc", "remote", "modify", "--local", "team", "url", str(remote)],
+                ["git", "add", "dvc.lock", "reports", "models/run.json"],
+                [*GIT, "commit", "-qm", "trained model"],
+            ):
                 sh(clone_cmd, a, env, log)
             results["push_s"] = sh(["dvc", "push"], a, team, log)
             sh(["git", "clone", "-q", str(a), str(b)], work, env, log)
             sh(["dvc", "remote", "modify", "--local", "team", "url", str(remote)], b, env, log)
             results["pull_s"] = sh(["dvc", "pull"], b, team, log)
             results["noop_repro_s"] = sh(["dvc", "repro"], b, team, log)
-            print(f"fresh clone: dvc pull {results['pull_s']:.1f}s + no-op dvc repro {results['noop_repro_s']:.1f}s "
-                  f"(dvc push {results['push_s']:.1f}s)", flush=True)
+            print(
+                f"fresh clone: dvc pull {results['pull_s']:.1f}s + no-op dvc repro {results['noop_repro_s']:.1f}s "
+                f"(dvc push {results['push_s']:.1f}s)",
+                flush=True,
+            )
 
             sets = [f"--set={o}" for o in args.overrides]
             rates = {}
-            for label, location, uri in (("postgresql + server", settings.database_url("optuna"), settings.tracking_uri()),
-                                         ("journal + sqlite", None, None)):
+            for label, location, uri in (
+                ("postgresql + server", settings.database_url("optuna"), settings.tracking_uri()),
+                ("journal + sqlite", None, None),
+            ):
                 tune_env = {**env, "MLFLOW_TRACKING_URI": uri} if uri else env
                 for workers in (1, 2):
-                    rates[f"{label}, {workers} worker(s)"] = tuning_throughput(a, tune_env, location, workers, args.trials, sets, log)
-                    print(f"tuning, {label}, {workers} worker(s): {rates[f'{label}, {workers} worker(s)']:.0f} trials/h", flush=True)
+                    rates[f"{label}, {workers} worker(s)"] = tuning_throughput(
+                        a, tune_env, location, workers, args.trials, sets, log
+                    )
+                    print(
+                        f"tuning, {label}, {workers} worker(s): {rates[f'{label}, {workers} worker(s)']:.0f} trials/h",
+                        flush=True,
+                    )
             results["trials_per_hour"] = rates
 
             latency = {}
             for label, uri in (("server", settings.tracking_uri()), ("sqlite", f"sqlite:///{work / 'latency.db'}")):
                 latency[label] = tracking_latency(uri, epochs=200, gates=10)
-                print(f"latency, {label}: {latency[label][0]:.1f} ms per logged epoch, {latency[label][1]:.0f} ms per registry gate", flush=True)
+                print(
+                    f"latency, {label}: {latency[label][0]:.1f} ms per logged epoch, {latency[label][1]:.0f} ms per registry gate",
+                    flush=True,
+                )
             results["latency_ms"] = {k: {"epoch": v[0], "gate": v[1]} for k, v in latency.items()}
         finally:
             sh(["mnist-cnn", "stack", "down", "--dir", str(folder)], a, env, log)
@@ -157,8 +209,10 @@ def main() -> None:
     for label, v in results["latency_ms"].items():
         print(f"  {label:<28}{v['epoch']:>14.1f}{v['gate']:>20.0f}")
     shared = results["pull_s"] + results["noop_repro_s"]
-    print(f"teammate: dvc pull + no-op repro {shared:.0f}s vs retrain {results['full_repro_s']:.0f}s "
-          f"({results['full_repro_s'] / shared:.0f}x faster)")
+    print(
+        f"teammate: dvc pull + no-op repro {shared:.0f}s vs retrain {results['full_repro_s']:.0f}s "
+        f"({results['full_repro_s'] / shared:.0f}x faster)"
+    )
     (work / "team-benchmark.json").write_text(json.dumps(results, indent=2))
     if not args.keep:
         shutil.rmtree(folder, ignore_errors=True)

@@ -37,7 +37,9 @@ def study_figures(work: Path, name: str, seconds: float) -> dict:
 
     from mnist_cnn.tuning import storage
 
-    study = optuna.load_study(study_name=name, storage=storage.open_storage(str(work / "optuna" / f"{name}.journal"), 1))
+    study = optuna.load_study(
+        study_name=name, storage=storage.open_storage(str(work / "optuna" / f"{name}.journal"), 1)
+    )
     trials = study.get_trials(deepcopy=False)
     finished = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]
     return {
@@ -55,7 +57,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_mirror_option(parser)
     parser.add_argument("--trials", type=int, default=20)
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="tune override for both studies")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="tune override for both studies",
+    )
     parser.add_argument("--keep", type=Path, help="run in this directory and keep it")
     args = parser.parse_args()
 
@@ -75,13 +84,27 @@ def main() -> None:
 
         studies = []
         for name, extra in (("pruned", []), ("unpruned", ["--set=tune.pruner.name=none"])):
-            cmd = ["mnist-cnn", "tune", "--no-progress", "--trials", str(args.trials), "--study-name", name,
-                   "--best", f"tuning/{name}.yaml", *sets, *extra]
+            cmd = [
+                "mnist-cnn",
+                "tune",
+                "--no-progress",
+                "--trials",
+                str(args.trials),
+                "--study-name",
+                name,
+                "--best",
+                f"tuning/{name}.yaml",
+                *sets,
+                *extra,
+            ]
             seconds = sh(cmd, work, env, log)
             studies.append(study_figures(work, name, seconds))
             s = studies[-1]
-            print(f"{name}: {s['trials']} trials ({s['pruned']} pruned), {s['epochs']} epochs, "
-                  f"best val_accuracy {s['best_val_accuracy']:.4f}, {s['minutes']:.1f} min", flush=True)
+            print(
+                f"{name}: {s['trials']} trials ({s['pruned']} pruned), {s['epochs']} epochs, "
+                f"best val_accuracy {s['best_val_accuracy']:.4f}, {s['minutes']:.1f} min",
+                flush=True,
+            )
 
         sh(["mnist-cnn", "tune", "--apply", "--best", "tuning/pruned.yaml"], work, env, log)
         seconds = sh(["dvc", "repro"], work, env, log)
@@ -90,14 +113,18 @@ def main() -> None:
 
     print(f"\n{'study':<10}{'trials':>7}{'pruned':>7}{'epochs':>7}{'best val acc':>13}{'minutes':>9}{'trials/h':>9}")
     for s in studies:
-        print(f"{s['study']:<10}{s['trials']:>7}{s['pruned']:>7}{s['epochs']:>7}{100 * s['best_val_accuracy']:>12.2f}%"
-              f"{s['minutes']:>9.1f}{s['trials_per_hour']:>9.0f}")
+        print(
+            f"{s['study']:<10}{s['trials']:>7}{s['pruned']:>7}{s['epochs']:>7}{100 * s['best_val_accuracy']:>12.2f}%"
+            f"{s['minutes']:>9.1f}{s['trials_per_hour']:>9.0f}"
+        )
     pruned, unpruned = studies
     saved = 1 - pruned["epochs"] / unpruned["epochs"]
     delta = 100 * (pruned["best_val_accuracy"] - unpruned["best_val_accuracy"])
     print(f"\npruning saved {100 * saved:.0f}% of the epochs; best value {delta:+.2f} points versus no pruning")
-    print(f"test accuracy: seed defaults {100 * seed['test_accuracy']:.2f}%, tuned {100 * tuned['test_accuracy']:.2f}% "
-          f"(final training {seconds:.0f}s); tuned model is version {register.get('version')} with alias {register.get('alias')}")
+    print(
+        f"test accuracy: seed defaults {100 * seed['test_accuracy']:.2f}%, tuned {100 * tuned['test_accuracy']:.2f}% "
+        f"(final training {seconds:.0f}s); tuned model is version {register.get('version')} with alias {register.get('alias')}"
+    )
     (work / "tuning-benchmark.json").write_text(
         json.dumps({"studies": studies, "seed": seed, "tuned": tuned, "register": register}, indent=2)
     )

@@ -14,7 +14,10 @@ from mnist_cnn.schema import flatten
 
 
 def main() -> None:
-    paths = {"--out-dir": "folder for the four MNIST .gz files", "--usps-dir": "folder for zip.train.gz and zip.test.gz"}
+    paths = {
+        "--out-dir": "folder for the four MNIST .gz files",
+        "--usps-dir": "folder for zip.train.gz and zip.test.gz",
+    }
     args = stage_parser(__doc__, paths).parse_args()
     params = config.load_params(args.params, args.overrides)
     root = config.project_root()

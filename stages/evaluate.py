@@ -55,10 +55,15 @@ def main() -> None:
         tracking.log_params(flatten(params.evaluate, "evaluate."))
         digest = data.file_sha256(args.data_dir / "test.npz")
         test_set = tracking.log_dataset(test, "test", args.data_dir / "test.npz", digest, "testing")
-        mlflow.log_metrics({k: v for k, v in result.metrics.items() if k not in real.metrics}, dataset=test_set,
-                           model_id=info.get("model_id"))
+        mlflow.log_metrics(
+            {k: v for k, v in result.metrics.items() if k not in real.metrics},
+            dataset=test_set,
+            model_id=info.get("model_id"),
+        )
         usps_file = args.usps_dir / f"{usps.TEST}.gz"
-        usps_set = tracking.log_dataset(data.Split(real.x, real.y), "usps-test", usps_file, data.file_sha256(usps_file), "real-digits")
+        usps_set = tracking.log_dataset(
+            data.Split(real.x, real.y), "usps-test", usps_file, data.file_sha256(usps_file), "real-digits"
+        )
         mlflow.log_metrics({k: v for k, v in real.metrics.items()}, dataset=usps_set, model_id=info.get("model_id"))
         tracking.log_table(result.report, "evaluation/classification_report.json")
         shown = (test.x, test.y, result.predicted, result.confidence)
@@ -71,25 +76,48 @@ def main() -> None:
                               {"MNIST test": calibrate.reliability(proba, test.y, bins), "USPS": real.reliability}))):  # fmt: skip
             tracking.log_figure(fig, f"evaluation/{name}.png", args.figures)
         metrics = dict(result.metrics)
-        corrected = data.load_split(args.data_dir, data.FEEDBACK) if (args.data_dir / f"{data.FEEDBACK}.npz").is_file() else None
+        corrected = (
+            data.load_split(args.data_dir, data.FEEDBACK)
+            if (args.data_dir / f"{data.FEEDBACK}.npz").is_file()
+            else None
+        )
         if corrected is not None and len(corrected):
             metrics.update(evaluation.feedback_metrics(model, corrected, params.evaluate.batch_size))
             digest = data.file_sha256(args.data_dir / f"{data.FEEDBACK}.npz")
-            feedback_set = tracking.log_dataset(corrected, data.FEEDBACK, args.data_dir / f"{data.FEEDBACK}.npz", digest, "feedback")
-            mlflow.log_metrics({k: v for k, v in metrics.items() if k.startswith("feedback_")}, dataset=feedback_set,
-                               model_id=info.get("model_id"))
-        atomic.write_csv(args.confusion, ["actual", "predicted"], [[int(t), int(p)] for t, p in zip(test.y, result.predicted)])
+            feedback_set = tracking.log_dataset(
+                corrected, data.FEEDBACK, args.data_dir / f"{data.FEEDBACK}.npz", digest, "feedback"
+            )
+            mlflow.log_metrics(
+                {k: v for k, v in metrics.items() if k.startswith("feedback_")},
+                dataset=feedback_set,
+                model_id=info.get("model_id"),
+            )
+        atomic.write_csv(
+            args.confusion,
+            ["actual", "predicted"],
+            [[int(t), int(p)] for t, p in zip(test.y, result.predicted, strict=True)],
+        )
         atomic.write_rows(args.report, result.report)
         atomic.write_json(args.metrics, {**metrics, **result.per_digit})
         accuracy = result.metrics["test_accuracy"]
         mlflow.set_tag(tracking.TAG_NOTE, f"train + evaluate: {presets.describe(params)}, test_accuracy {accuracy:.4f}")
     m = metrics
-    extra = f"; feedback_accuracy {m['feedback_accuracy']:.4f} on {m['feedback_images']:.0f} images" if "feedback_accuracy" in m else ""
-    print(f"test_accuracy {m['test_accuracy']:.4f}, test_loss {m['test_loss']:.4f}, macro F1 {m['test_macro_f1']:.4f}{extra}")
-    renderings = ", ".join(f"{k[len('usps_accuracy_'):]} {v:.4f}" for k, v in m.items() if k.startswith("usps_accuracy_"))
-    print(f"usps_accuracy {m['usps_accuracy']:.4f} ({renderings}); ece test {m['test_ece']:.4f}, usps {m['usps_ece']:.4f}; "
-          f"not sure: test {m['test_not_sure']:.2%}, usps {m['usps_not_sure']:.2%}"
-          + (f", non-digits {m['nondigits_not_sure']:.2%}" if "nondigits_not_sure" in m else ""))
+    extra = (
+        f"; feedback_accuracy {m['feedback_accuracy']:.4f} on {m['feedback_images']:.0f} images"
+        if "feedback_accuracy" in m
+        else ""
+    )
+    print(
+        f"test_accuracy {m['test_accuracy']:.4f}, test_loss {m['test_loss']:.4f}, macro F1 {m['test_macro_f1']:.4f}{extra}"
+    )
+    renderings = ", ".join(
+        f"{k[len('usps_accuracy_') :]} {v:.4f}" for k, v in m.items() if k.startswith("usps_accuracy_")
+    )
+    print(
+        f"usps_accuracy {m['usps_accuracy']:.4f} ({renderings}); ece test {m['test_ece']:.4f}, usps {m['usps_ece']:.4f}; "
+        f"not sure: test {m['test_not_sure']:.2%}, usps {m['usps_not_sure']:.2%}"
+        + (f", non-digits {m['nondigits_not_sure']:.2%}" if "nondigits_not_sure" in m else "")
+    )
 
 
 if __name__ == "__main__":

@@ -9,8 +9,11 @@ from mnist_cnn.entrypoint import run_main, stage_parser
 
 
 def main() -> None:
-    paths = {"--raw-dir": "the four IDX .gz files", "--feedback-dir": "digits corrected on the web page, <label>/*.png",
-             "--out-dir": "folder for {train,val,test,feedback}.npz"}
+    paths = {
+        "--raw-dir": "the four IDX .gz files",
+        "--feedback-dir": "digits corrected on the web page, <label>/*.png",
+        "--out-dir": "folder for {train,val,test,feedback}.npz",
+    }
     args = stage_parser(__doc__, paths).parse_args()
     params = config.load_params(args.params, args.overrides)
     full_train = data.load_idx_pair(args.raw_dir, "train", params.data.sha256)
@@ -22,8 +25,13 @@ def main() -> None:
     root = config.project_root()
     experiment = tracking.configure(params.tracking, root)
     with tracking.stage_run("preprocess", experiment, root):
-        tracking.log_params({"data.val_fraction": params.data.val_fraction, "data.split_seed": params.data.split_seed,
-                             "data.feedback_use": params.data.feedback_use})
+        tracking.log_params(
+            {
+                "data.val_fraction": params.data.val_fraction,
+                "data.split_seed": params.data.split_seed,
+                "data.feedback_use": params.data.feedback_use,
+            }
+        )
         with atomic_dir(args.out_dir) as tmp:
             for name, split in splits.items():
                 data.save_split(tmp / f"{name}.npz", split)

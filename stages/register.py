@@ -1,8 +1,8 @@
 """Stage register: put the evaluated model in the MLflow registry and apply the champion gate."""
 
-import mlflow
-
 import json
+
+import mlflow
 
 from mnist_cnn import atomic, config, data, model_card, presets, registry, tracking
 from mnist_cnn.entrypoint import run_main, stage_parser
@@ -29,7 +29,10 @@ def main() -> None:
         tracking.log_params(flatten(params.register, "register."))
         tags = registry.version_tags(params, args.data_dir, root)
         described = presets.describe(params)
-        checksums = {**data.processed_checksums(args.data_dir), **{f"usps {k}": v for k, v in params.data.usps.sha256.items()}}
+        checksums = {
+            **data.processed_checksums(args.data_dir),
+            **{f"usps {k}": v for k, v in params.data.usps.sha256.items()},
+        }
         train = json.loads(args.train_metrics.read_text()) if args.train_metrics.is_file() else {}
 
         def card(version: int, verdict: str) -> str:
@@ -38,7 +41,9 @@ def main() -> None:
         report = registry.register(info["model_uri"], info["run_id"], metrics, tags, params.register, described, card)
         mlflow.log_metrics({"registered_version": float(report["version"]), "promoted": float(report["promoted"])})
         mlflow.set_tag("mnist_cnn.gate_rule", report["rule"])
-        mlflow.set_tags({"mnist_cnn.registered": f"{report['model_name']}/{report['version']}", "mnist_cnn.alias": report["alias"]})
+        mlflow.set_tags(
+            {"mnist_cnn.registered": f"{report['model_name']}/{report['version']}", "mnist_cnn.alias": report["alias"]}
+        )
         tracking.log_dict(report, "register/report.json")
         atomic.write_json(args.report, report)
         mlflow.set_tag(tracking.TAG_NOTE, f"register: version {report['version']} -> @{report['alias']}")

@@ -33,7 +33,9 @@ def main() -> None:
     experiment = tracking.configure(params.tracking, root)
     with tracking.stage_run("train", experiment, root, system_metrics=True) as run:
         tracking.log_training_inputs(params, args.data_dir, {"train": train_split, "val": val_split}, checksums)
-        result = training.train(params.model, params.train, train_split, val_split, work_dir, on_epoch=[tracking.log_epoch])
+        result = training.train(
+            params.model, params.train, train_split, val_split, work_dir, on_epoch=[tracking.log_epoch]
+        )
         network, record, fit = training.calibrate(result.model, val_split, params.calibration)
         summary = {**result.summary(), **fit}
         mlflow.log_metrics({k: float(v) for k, v in summary.items()})
@@ -47,12 +49,19 @@ def main() -> None:
         atomic.write_rows(args.history, result.history)
         atomic.write_json(args.metrics, summary)
         atomic.write_json(args.run_info, tracking.run_info(run, model_info))
-        mlflow.set_tag(tracking.TAG_NOTE, f"train: {presets.describe(params)}, best val_accuracy {result.best['val_accuracy']:.4f}")
+        mlflow.set_tag(
+            tracking.TAG_NOTE, f"train: {presets.describe(params)}, best val_accuracy {result.best['val_accuracy']:.4f}"
+        )
     shutil.rmtree(work_dir, ignore_errors=True)
-    print(f"best epoch {result.best_epoch}/{len(result.history)}: val_accuracy {result.best['val_accuracy']:.4f}, "
-          f"{result.seconds:.1f}s; MLflow run {run.info.run_id}")
-    print(f"calibrated: temperature {fit['temperature']:.3f}, val_ece {fit['val_ece_uncalibrated']:.4f} -> {fit['val_ece']:.4f}; "
-          f"\"not sure\" below confidence {fit['abstain_threshold']:.3f}")
+    print(
+        f"best epoch {result.best_epoch}/{len(result.history)}: val_accuracy {result.best['val_accuracy']:.4f}, "
+        f"{result.seconds:.1f}s; MLflow run {run.info.run_id}"
+    )
+    print(
+        f"calibrated: temperature {fit['temperature']:.3f}, val_ece {fit['val_ece_uncalibrated']:.4f} -> {fit['val_ece']:.4f}; "
+        f'"not sure" below confidence {fit["abstain_threshold"]:.3f}'
+    )
+
 
 if __name__ == "__main__":
     run_main(main, tensorflow=True)

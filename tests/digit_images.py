@@ -16,7 +16,7 @@ import numpy as np
 
 def _arc(cx, cy, rx, ry, start, end, n=24):
     t = np.radians(np.linspace(start, end, n))
-    return list(zip(cx + rx * np.cos(t), cy + ry * np.sin(t)))
+    return list(zip(cx + rx * np.cos(t), cy + ry * np.sin(t), strict=True))
 
 
 STROKES = {

@@ -36,13 +36,31 @@ def test_stage_runs_dvc_yaml_s_command_with_its_paths_and_the_overrides(tmp_path
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     sums = dict(line.split()[::-1] for line in (subset_dir / "SHA256SUMS").read_text().splitlines())
     sets = [f"--set=data.sha256.{name}={digest}" for name, digest in sums.items()]
-    proc = subprocess.run(["mnist-cnn", "stage", "preprocess", "--set", "data.val_fraction=0.25", *sets],
-                          cwd=tmp_path / "stages", env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        ["mnist-cnn", "stage", "preprocess", "--set", "data.val_fraction=0.25", *sets],
+        cwd=tmp_path / "stages",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "val: 501 images, test: 500 images" in proc.stdout, "a quarter of the 2,000 training images, stratified"
-    assert sorted(p.name for p in (tmp_path / "processed").iterdir()) == ["SHA256SUMS", "feedback.npz", "test.npz", "train.npz", "val.npz"]
-    bad = subprocess.run(["mnist-cnn", "stage", "preprocess", "--set", "data.val_fraction=2"], cwd=tmp_path, env=env,
-                         capture_output=True, text=True, timeout=300)
+    assert sorted(p.name for p in (tmp_path / "processed").iterdir()) == [
+        "SHA256SUMS",
+        "feedback.npz",
+        "test.npz",
+        "train.npz",
+        "val.npz",
+    ]
+    bad = subprocess.run(
+        ["mnist-cnn", "stage", "preprocess", "--set", "data.val_fraction=2"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert bad.returncode == 1 and "data.val_fraction must be between 0 and 1" in bad.stderr.strip().splitlines()[-1]
 
 
@@ -59,7 +77,9 @@ run_main(main, tensorflow=True)
 
 
 def native_lines(text: str) -> list[str]:
-    return [line for line in text.splitlines() if line[:1] in "IWE" and line[1:5].isdigit() or "absl::InitializeLog" in line]
+    return [
+        line for line in text.splitlines() if line[:1] in "IWE" and line[1:5].isdigit() or "absl::InitializeLog" in line
+    ]
 
 
 def test_entry_points_hide_tensorflow_s_native_log_lines_unless_verbose():
@@ -67,7 +87,13 @@ def test_entry_points_hide_tensorflow_s_native_log_lines_unless_verbose():
     quiet = subprocess.run([sys.executable, "-c", QUIET], env=env, capture_output=True, text=True, timeout=300)
     assert quiet.returncode == 0 and quiet.stdout.strip() == "trained"
     assert native_lines(quiet.stderr) == [], quiet.stderr
-    loud = subprocess.run([sys.executable, "-c", QUIET], env={**env, "MNIST_CNN_VERBOSE": "1"}, capture_output=True, text=True, timeout=300)
+    loud = subprocess.run(
+        [sys.executable, "-c", QUIET],
+        env={**env, "MNIST_CNN_VERBOSE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert loud.returncode == 0 and native_lines(loud.stderr), "MNIST_CNN_VERBOSE=1 shows TensorFlow's own lines again"
 
 

@@ -58,7 +58,12 @@ def test_repository_params_yaml_loads_with_expected_values():
     assert params.train.schedule.name == "onecycle"
     assert params.tune.n_trials == 20 and params.tune.pruner.name == "percentile"
     assert {s.param for s in params.tune.space.values()} >= {
-        "model.filters.0", "model.filters.1", "model.dense_units.0", "model.dropout", "train.learning_rate", "train.batch_size"
+        "model.filters.0",
+        "model.filters.1",
+        "model.dense_units.0",
+        "model.dropout",
+        "train.learning_rate",
+        "train.batch_size",
     }
     assert params.tune.space["learning_rate"].log is True
     assert params.data.val_fraction == pytest.approx(0.1)
@@ -186,7 +191,9 @@ def test_literal_values_outside_the_choices_are_rejected(raw, override, message)
 
 
 def test_literal_values_inside_the_choices_are_accepted(raw):
-    params = build(raw, "model.padding=same", "model.downsample=strided", "train.optimizer=sgd", "train.schedule.name=onecycle")
+    params = build(
+        raw, "model.padding=same", "model.downsample=strided", "train.optimizer=sgd", "train.schedule.name=onecycle"
+    )
     assert (params.model.padding, params.model.downsample) == ("same", "strided")
     assert (params.train.optimizer, params.train.schedule.name) == ("sgd", "onecycle")
 
@@ -258,7 +265,9 @@ def test_dataclasses_validate_when_built_directly():
         dataclasses.replace(params.model, convs_per_block=0)
 
 
-@pytest.mark.parametrize("dotted", ["train.epochs", "model.augment.zoom", "tune.pruner.percentile", "data.retries", "tune.space"])
+@pytest.mark.parametrize(
+    "dotted", ["train.epochs", "model.augment.zoom", "tune.pruner.percentile", "data.retries", "tune.space"]
+)
 def test_a_key_missing_from_params_yaml_is_an_error_not_a_hidden_default(raw, dotted):
     """params.yaml is the one home of every default: the dataclasses have none to fall back on."""
     section = copy.deepcopy(raw)

@@ -12,7 +12,15 @@ import numpy as np
 import pytest
 
 from mnist_cnn import data
-from mnist_cnn.data import Split, load_idx_pair, load_split, parse_idx_images, parse_idx_labels, save_split, stratified_split
+from mnist_cnn.data import (
+    Split,
+    load_idx_pair,
+    load_split,
+    parse_idx_images,
+    parse_idx_labels,
+    save_split,
+    stratified_split,
+)
 from mnist_cnn.errors import DataError
 
 
@@ -215,7 +223,9 @@ def test_stratified_split_is_disjoint_complete_and_keeps_pairs_together():
     ti, vi = indices(train), indices(val)
     assert set(ti).isdisjoint(vi)
     assert sorted(np.concatenate([ti, vi]).tolist()) == list(range(1000))
-    assert np.array_equal(train.y, labels[ti]) and np.array_equal(val.y, labels[vi]), "images and labels must stay paired"
+    assert np.array_equal(train.y, labels[ti]) and np.array_equal(val.y, labels[vi]), (
+        "images and labels must stay paired"
+    )
     for digit in range(10):
         n = int(np.sum(labels == digit))
         assert abs(int(np.sum(val.y == digit)) - round(0.2 * n)) <= 1

@@ -14,8 +14,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from helpers import ROOT, MirrorServer, clean_env, read_sha256sums, stage_cmd, subset_sha256
 
+from helpers import ROOT, MirrorServer, clean_env, read_sha256sums, stage_cmd, subset_sha256
 from mnist_cnn import config, download
 from mnist_cnn.config import MNIST_FILES, USPS_FILES, DataParams
 from mnist_cnn.errors import DataError
@@ -374,8 +374,9 @@ def test_the_usps_fixture_is_deterministic_and_in_the_real_files_text_formats(us
 
 def test_fetch_usps_downloads_and_verifies_both_files(usps_mirror, usps_subset_dir, tmp_path):
     out = tmp_path / "usps"
-    results = download.fetch_usps(make_params(["https://mnist.invalid/"], usps_on([usps_mirror.url], usps_subset_dir)),
-                                  out, progress=False)
+    results = download.fetch_usps(
+        make_params(["https://mnist.invalid/"], usps_on([usps_mirror.url], usps_subset_dir)), out, progress=False
+    )
     assert [r.name for r in results] == list(USPS_FILES)
     assert listing(out) == USPS_GZ, "only the two files, no temp files"
     for r in results:
@@ -405,11 +406,14 @@ def test_usps_checksum_mismatch_on_the_first_mirror_falls_over_to_the_second(usp
 
 
 @pytest.mark.parametrize("as_uri", [False, True], ids=["path", "file-uri"])
-def test_usps_mirror_local_directory_is_tried_first_offline(monkeypatch, usps_mirror, usps_subset_dir, subset_dir, tmp_path,
-                                                             as_uri):
+def test_usps_mirror_local_directory_is_tried_first_offline(
+    monkeypatch, usps_mirror, usps_subset_dir, subset_dir, tmp_path, as_uri
+):
     monkeypatch.setenv("USPS_MIRROR", usps_subset_dir.as_uri() if as_uri else str(usps_subset_dir))
     monkeypatch.setenv("MNIST_MIRROR", str(subset_dir))
-    params = make_params(["https://mnist.invalid/"], usps_on([usps_mirror.url, "https://usps.invalid/"], usps_subset_dir))
+    params = make_params(
+        ["https://mnist.invalid/"], usps_on([usps_mirror.url, "https://usps.invalid/"], usps_subset_dir)
+    )
     results = download.fetch_usps(params, tmp_path / "usps", progress=False)
     assert {r.mirror for r in results} == {str(usps_subset_dir)}
     assert usps_mirror.requests == [], "the configured mirrors must not be contacted"
@@ -450,14 +454,23 @@ def test_usps_size_limits_name_usps(usps_mirror, usps_subset_dir, tmp_path):
     tiny = dataclasses.replace(download.USPS, max_download_bytes=1000)
     params = make_params(["https://mnist.invalid/"], usps_on([usps_mirror.url], usps_subset_dir))
     with pytest.raises(DataError, match="more than 1000 bytes; too large for a USPS file"):
-        download.fetch_file("zip.test", params.usps.sha256["zip.test"], [usps_mirror.url], tmp_path, params,
-                            progress=False, dataset=tiny)
+        download.fetch_file(
+            "zip.test",
+            params.usps.sha256["zip.test"],
+            [usps_mirror.url],
+            tmp_path,
+            params,
+            progress=False,
+            dataset=tiny,
+        )
 
 
 REAL_USPS = [p for p in (Path("/work/shared/usps"), ROOT.parent / "shared" / "usps") if (p / "zip.test.gz").is_file()]
 
 
-@pytest.mark.skipif(not REAL_USPS, reason="no offline copy of the real USPS files at /work/shared/usps or ../shared/usps")
+@pytest.mark.skipif(
+    not REAL_USPS, reason="no offline copy of the real USPS files at /work/shared/usps or ../shared/usps"
+)
 def test_the_real_usps_files_match_params_yaml(monkeypatch, tmp_path):
     monkeypatch.setenv("USPS_MIRROR", str(REAL_USPS[0]))
     params = dataclasses.replace(config.load_params(ROOT / "params.yaml").data, retries=1, timeout_s=5)
@@ -474,8 +487,15 @@ def run_stage(tmp_path: Path, data: dict, **env: str) -> subprocess.CompletedPro
     params = read_yaml(ROOT / "params.yaml")
     params["data"].update(data)
     (tmp_path / "params.yaml").write_text(dump_yaml(params))
-    cmd = stage_cmd("download", "--out-dir", str(tmp_path / "data" / "raw"), "--usps-dir", str(tmp_path / "data" / "usps"),
-                    "--params", str(tmp_path / "params.yaml"))
+    cmd = stage_cmd(
+        "download",
+        "--out-dir",
+        str(tmp_path / "data" / "raw"),
+        "--usps-dir",
+        str(tmp_path / "data" / "usps"),
+        "--params",
+        str(tmp_path / "params.yaml"),
+    )
     env = clean_env(MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}", **env)
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 
@@ -501,14 +521,18 @@ def test_download_stage_writes_mnist_and_usps_and_logs_all_six_files(mirror, usp
     assert run_.data.tags["mnist_cnn.mirror_env"] == ""
     assert run_.data.params["data.usps.sha256.zip.test"] == read_sha256sums(usps_subset_dir)["zip.test"]
     assert run_.data.params["data.usps.mirrors"] == f"[{usps_mirror.url}]"
-    table = json.loads(Path(client.download_artifacts(run_.info.run_id, "download/files.json", str(tmp_path))).read_text())
+    table = json.loads(
+        Path(client.download_artifacts(run_.info.run_id, "download/files.json", str(tmp_path))).read_text()
+    )
     assert table["data"] and [row[0] for row in table["data"]] == [*MNIST_FILES, *USPS_FILES]
-    sources = dict(zip(table["columns"], zip(*table["data"])))["source"]
+    sources = dict(zip(table["columns"], zip(*table["data"], strict=True), strict=True))["source"]
     assert sources == (mirror.url,) * 4 + (str(usps_subset_dir),) * 2
 
 
 @pytest.mark.slow
-def test_download_stage_that_cannot_fetch_usps_leaves_nothing_half_written(mirror, usps_mirror, usps_subset_dir, tmp_path):
+def test_download_stage_that_cannot_fetch_usps_leaves_nothing_half_written(
+    mirror, usps_mirror, usps_subset_dir, tmp_path
+):
     for name in USPS_GZ:
         usps_mirror.faults[name] = [404]
     empty = tmp_path / "empty"
@@ -517,7 +541,7 @@ def test_download_stage_that_cannot_fetch_usps_leaves_nothing_half_written(mirro
     proc = run_stage(tmp_path, data, USPS_MIRROR=str(empty))
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr
-    error = proc.stderr[proc.stderr.index("error: "):]
+    error = proc.stderr[proc.stderr.index("error: ") :]
     assert "zip.train.gz" in error and "Set USPS_MIRROR" in error and str(empty) in error, error
     assert any(p.endswith("train-images-idx3-ubyte.gz") for p in mirror.requests), "MNIST was fetched first"
     assert not (tmp_path / "data").exists() or listing(tmp_path / "data") == [], "no data/raw, data/usps or temp folder"

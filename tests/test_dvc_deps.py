@@ -93,7 +93,9 @@ def test_the_runtime_imports_nothing_of_the_pipeline():
 
 
 def test_the_pipeline_package_leaves_the_team_stack_to_the_cli():
-    users = sorted(p.name for p in (SRC / "mnist_cnn").rglob("*.py") if any("mnist_stack" in m.parts for m in direct_imports(p)))
+    users = sorted(
+        p.name for p in (SRC / "mnist_cnn").rglob("*.py") if any("mnist_stack" in m.parts for m in direct_imports(p))
+    )
     assert users == ["cli.py"], users
 
 

@@ -95,7 +95,9 @@ def test_metric_names_all_start_with_test(ev):
     assert ev.metrics, "no metrics"
     assert all(name.startswith("test_") for name in ev.metrics), [n for n in ev.metrics if not n.startswith("test_")]
     assert all(isinstance(v, float) for v in ev.metrics.values())
-    assert {"test_accuracy", "test_loss", "test_macro_precision", "test_macro_recall", "test_macro_f1"} <= set(ev.metrics)
+    assert {"test_accuracy", "test_loss", "test_macro_precision", "test_macro_recall", "test_macro_f1"} <= set(
+        ev.metrics
+    )
     assert not [n for n in ev.metrics if "_digit_" in n], "per-digit figures stay out of the headline metrics"
     assert len(ev.per_digit) == 30 and all(n.startswith("test_") and "_digit_" in n for n in ev.per_digit)
 

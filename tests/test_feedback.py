@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import ROOT
 from digit_images import make_set
+from helpers import ROOT
 from mnist_cnn import feedback
 from mnist_cnn.data import Split
 
@@ -61,8 +61,9 @@ def test_later_sends_of_a_conflict_add_to_its_record_with_any_label(tmp_path):
     labels = record(conflict)["labels"]
     assert {label: entry["count"] for label, entry in labels.items()} == {"4": 1, "7": 1, "9": 2}
     assert [p.name for p in (tmp_path / "fb").rglob("*.png")] == [conflict.name]
-    assert [p.name for p in (tmp_path / "fb" / "conflicts").iterdir() if not p.name.startswith(".")] == \
-        sorted([conflict.name, conflict.with_suffix(".json").name])
+    assert [p.name for p in (tmp_path / "fb" / "conflicts").iterdir() if not p.name.startswith(".")] == sorted(
+        [conflict.name, conflict.with_suffix(".json").name]
+    )
 
 
 def test_the_same_image_with_the_same_label_is_stored_once(tmp_path):
@@ -201,8 +202,9 @@ finally:
 
 def cli(*args: str) -> subprocess.CompletedProcess:
     """`mnist-cnn feedback ...` in a fresh interpreter, reporting whether TensorFlow or MLflow loaded."""
-    return subprocess.run([sys.executable, "-c", NO_TENSORFLOW, "feedback", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-c", NO_TENSORFLOW, "feedback", *args], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
 
 
 @pytest.mark.slow
@@ -222,9 +224,11 @@ def test_the_feedback_command_lists_accepts_and_relabels_without_tensorflow(tmp_
     assert f"{conflict.stem}  labels 5 (x2), 6 (x1)  {conflict}" in listed.stdout
 
     before = tree(folder)
-    for args, message in [(("accept", "ffff", "5"), "no feedback image with id ffff"),
-                          (("accept", conflict.stem[:4], "12"), "label must be a digit 0-9, got '12'"),
-                          (("relabel", conflict.stem[:4], "6"), "is a conflict")]:
+    for args, message in [
+        (("accept", "ffff", "5"), "no feedback image with id ffff"),
+        (("accept", conflict.stem[:4], "12"), "label must be a digit 0-9, got '12'"),
+        (("relabel", conflict.stem[:4], "6"), "is a conflict"),
+    ]:
         failed = cli(*args, "--dir", str(folder))
         assert failed.returncode == 1 and failed.stderr.startswith("error: "), failed.stderr
         assert message in failed.stderr and "loaded: none" in failed.stderr
@@ -237,6 +241,8 @@ def test_the_feedback_command_lists_accepts_and_relabels_without_tensorflow(tmp_
     assert f"{conflict.stem} is labelled 6: {folder / '6' / conflict.name}" in accepted.stdout
     relabelled = cli("relabel", kept.stem, "7", "--dir", str(folder))
     assert relabelled.returncode == 0, relabelled.stderr
-    assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*.png")) == [f"6/{conflict.name}",
-                                                                                        f"7/{kept.name}"]
+    assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*.png")) == [
+        f"6/{conflict.name}",
+        f"7/{kept.name}",
+    ]
     assert "0 conflicting" in cli("list", "--dir", str(folder)).stdout

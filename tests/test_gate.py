@@ -23,9 +23,19 @@ def _metrics(test: float, real: float) -> dict[str, float]:
         (_metrics(0.995, 0.985), None, True, "first"),
         (_metrics(0.85, 0.99), None, False, "min_test_accuracy"),
         (_metrics(0.997, 0.970), {"test_accuracy": 0.995, "usps_accuracy": 0.985}, False, "real_digits"),
-        (_metrics(0.997, 0.981), {"test_accuracy": 0.995, "usps_accuracy": 0.985}, True, "test_accuracy"),  # within tolerance
+        (
+            _metrics(0.997, 0.981),
+            {"test_accuracy": 0.995, "usps_accuracy": 0.985},
+            True,
+            "test_accuracy",
+        ),  # within tolerance
         (_metrics(0.994, 0.990), {"test_accuracy": 0.995, "usps_accuracy": 0.985}, False, "test_accuracy"),
-        (_metrics(0.996, 0.950), {"test_accuracy": 0.995, "usps_accuracy": None}, True, "test_accuracy"),  # champion unmeasured
+        (
+            _metrics(0.996, 0.950),
+            {"test_accuracy": 0.995, "usps_accuracy": None},
+            True,
+            "test_accuracy",
+        ),  # champion unmeasured
     ],
 )
 def test_decide_names_the_rule(metrics, champion, promoted, rule):
@@ -52,7 +62,9 @@ def test_a_model_worse_on_real_digits_stays_challenger_despite_a_better_mnist_sc
             return model_card.render(PARAMS.model_name, version, metrics, {"temperature": 1.2, "train_seconds": 60},
                                      {"train": "ab" * 32}, "preset x", verdict)  # fmt: skip
 
-        return run.info.run_id, registry.register(info.model_uri, run.info.run_id, metrics, {}, PARAMS, "preset x", card)
+        return run.info.run_id, registry.register(
+            info.model_uri, run.info.run_id, metrics, {}, PARAMS, "preset x", card
+        )
 
     try:
         _, first = register(_metrics(0.995, 0.985))

@@ -11,8 +11,8 @@ from PIL import Image, ImageDraw
 
 from digit_images import make_set
 from mnist_runtime import images
-from mnist_runtime.paper import border
 from mnist_runtime.images import ImageError
+from mnist_runtime.paper import border
 
 
 def seven(side: int = 200, box=(0.3, 0.2, 0.6, 0.8), width: int = 12, ink: int = 0, paper: int = 255) -> Image.Image:
@@ -116,7 +116,12 @@ def test_formats_and_base64_variants(fmt):
     data = encode(seven().convert("RGB"), fmt)
     expected = images.prepare(data)
     text = b64(data)
-    for variant in (text, f"data:image/{fmt.lower()};base64,{text}", text.rstrip("="), "\n".join([text[:40], text[40:]])):
+    for variant in (
+        text,
+        f"data:image/{fmt.lower()};base64,{text}",
+        text.rstrip("="),
+        "\n".join([text[:40], text[40:]]),
+    ):
         assert np.array_equal(images.prepare(variant), expected)
     urlsafe = base64.urlsafe_b64encode(data).decode()
     assert np.array_equal(images.prepare(urlsafe), expected)
@@ -157,7 +162,9 @@ def png_with_size(width: int, height: int) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 100)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 100)) + chunk(b"IEND", b"")
+    )
 
 
 @pytest.mark.parametrize(

@@ -114,7 +114,9 @@ def test_ui_against_a_tracking_server_prints_the_servers_links_and_starts_nothin
     try:
         wait_until_up(f"http://127.0.0.1:{port}/health", server)
         proc = run(CLI + ["ui"], cwd=root, env=clean_env(MLFLOW_TRACKING_URI=f"http://127.0.0.1:{port}"), timeout=120)
-        assert f"http://127.0.0.1:{port}/#/experiments/{experiment_id}/runs?workflowType=machine_learning" in proc.stdout
+        assert (
+            f"http://127.0.0.1:{port}/#/experiments/{experiment_id}/runs?workflowType=machine_learning" in proc.stdout
+        )
         assert "is the UI" in proc.stderr
     finally:
         stop(server)

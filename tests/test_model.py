@@ -96,7 +96,9 @@ def test_batch_norm_strided_augmented_config_builds():
 
 
 def test_augmentation_is_inactive_at_inference():
-    model = build_model(seed_model(filters=(4,), dense_units=(8,), augment=AugmentParams(rotation_deg=30, shift=0.2, zoom=0.0)))
+    model = build_model(
+        seed_model(filters=(4,), dense_units=(8,), augment=AugmentParams(rotation_deg=30, shift=0.2, zoom=0.0))
+    )
     x = np.random.default_rng(1).integers(0, 256, size=(3, 28, 28, 1)).astype("float32")
     a = keras.ops.convert_to_numpy(model(x, training=False))
     b = keras.ops.convert_to_numpy(model(x, training=False))
@@ -115,7 +117,9 @@ def tiny_splits(subset_dir):
 
 def train_once(tiny_splits, work_dir, seed: int):
     train_split, val_split = tiny_splits
-    params = dataclasses.replace(SEED_TRAIN, epochs=1, batch_size=64, seed=seed, mixed_precision="off", early_stopping_patience=0)
+    params = dataclasses.replace(
+        SEED_TRAIN, epochs=1, batch_size=64, seed=seed, mixed_precision="off", early_stopping_patience=0
+    )
     return training.train(SEED_MODEL, params, train_split, val_split, work_dir, verbose=0)
 
 
@@ -128,11 +132,11 @@ def test_training_is_bit_identical_for_the_same_seed(tiny_splits, tmp_path):
     w1 = first.model.get_weights()
     w2 = second.model.get_weights()
     assert len(w1) == len(w2) == 8
-    for i, (a, b) in enumerate(zip(w1, w2)):
+    for i, (a, b) in enumerate(zip(w1, w2, strict=True)):
         assert np.array_equal(a, b), f"weight {i} differs between two runs with the same seed"
     assert first.history[0]["train_loss"] == second.history[0]["train_loss"]
     # ... and the comparison can tell runs apart: another seed gives other weights
-    assert not all(np.array_equal(a, b) for a, b in zip(w1, other.model.get_weights()))
+    assert not all(np.array_equal(a, b) for a, b in zip(w1, other.model.get_weights(), strict=True))
 
     assert [r["epoch"] for r in first.history] == [1]
     assert first.best_epoch == 1

@@ -111,8 +111,13 @@ def test_digit_like_results_are_redrawn():
     disk = drawn(lambda d: d.ellipse((20, 15, 80, 85), fill=0))
     ring = drawn(lambda d: d.ellipse((25, 15, 75, 85), outline=0, width=7))
     eight = drawn(lambda d: [d.ellipse(box, outline=0, width=6) for box in ((30, 10, 70, 48), (28, 46, 72, 90))])
-    grid = drawn(lambda d: [d.line(xy, fill=0, width=4) for i in range(6) for xy in
-                            ([(10 + 16 * i, 10), (10 + 16 * i, 90)], [(10, 10 + 16 * i), (90, 10 + 16 * i)])])
+    grid = drawn(
+        lambda d: [
+            d.line(xy, fill=0, width=4)
+            for i in range(6)
+            for xy in ([(10 + 16 * i, 10), (10 + 16 * i, 90)], [(10, 10 + 16 * i), (90, 10 + 16 * i)])
+        ]
+    )
     assert not nondigits.plausible(bar, "textures") and not nondigits.plausible(bar, "letters"), "a 1"
     assert not nondigits.plausible(disk, "noise"), "a filled 0"
     assert nondigits.loops(ring > 64) == 1 and nondigits.loops(eight > 64) == 2

@@ -12,8 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mnist_cnn.schema import dump_yaml, parse_yaml
-
 from helpers import (
     SUBSET,
     MirrorServer,
@@ -27,6 +25,7 @@ from helpers import (
     usps_params,
     wait_until_up,
 )
+from mnist_cnn.schema import dump_yaml, parse_yaml
 
 pytestmark = pytest.mark.slow
 
@@ -84,10 +83,17 @@ def test_evaluate_reads_real_digits_from_outside_mnist_and_says_how_calibrated_t
     dest, first, _ = project
     metrics = json.loads((dest / "reports" / "test_metrics.json").read_text())
     renderings = {"framed", "framed_light", "tight", "tight_light", "jpeg", "scan16"}
-    assert {k[len("usps_accuracy_"):] for k in metrics if k.startswith("usps_accuracy_")} == renderings
+    assert {k[len("usps_accuracy_") :] for k in metrics if k.startswith("usps_accuracy_")} == renderings
     assert metrics["usps_images"] == 6 * 60 and metrics["nondigits_images"] == 200
     assert np.mean([metrics[f"usps_accuracy_{r}"] for r in renderings]) == pytest.approx(metrics["usps_accuracy"])
-    for key in ("test_ece", "test_ece_uncalibrated", "usps_ece", "test_not_sure", "usps_not_sure", "nondigits_not_sure"):
+    for key in (
+        "test_ece",
+        "test_ece_uncalibrated",
+        "usps_ece",
+        "test_not_sure",
+        "usps_not_sure",
+        "nondigits_not_sure",
+    ):
         assert 0.0 <= metrics[key] <= 1.0, key
     train = json.loads((dest / "reports" / "train_metrics.json").read_text())
     assert train["temperature"] > 0 and 0 < train["abstain_threshold"] < 1
@@ -142,9 +148,17 @@ def test_dvc_metrics_and_plots_work(project):
 def test_repro_prints_no_native_tensorflow_lines_or_library_warnings(project):
     _, first, _ = project
     lines = (first.stdout + first.stderr).splitlines()
-    noise = [line for line in lines if line[:5] in ("E0000", "W0000", "I0000") or "absl::InitializeLog" in line
-             or "Warning:" in line or "Add type hints" in line or "NodeDef mentions" in line or "Downloading artifacts" in line
-             or line.startswith(("Successfully registered model", "Created version"))]
+    noise = [
+        line
+        for line in lines
+        if line[:5] in ("E0000", "W0000", "I0000")
+        or "absl::InitializeLog" in line
+        or "Warning:" in line
+        or "Add type hints" in line
+        or "NodeDef mentions" in line
+        or "Downloading artifacts" in line
+        or line.startswith(("Successfully registered model", "Created version"))
+    ]
     assert not noise, noise[:5]
     assert any("best epoch" in line for line in lines) and any("test_accuracy" in line for line in lines)
 
@@ -156,7 +170,10 @@ def test_mlflow_shows_datasets_system_metrics_descriptions_and_the_model_trainin
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     by_stage = {r.data.tags["mnist_cnn.stage"]: r for r in experiment_runs(dest)}
     train = client.get_run(by_stage["train"].info.run_id)
-    sums = {line.split()[1]: line.split()[0] for line in (dest / "data" / "processed" / "SHA256SUMS").read_text().splitlines()}
+    sums = {
+        line.split()[1]: line.split()[0]
+        for line in (dest / "data" / "processed" / "SHA256SUMS").read_text().splitlines()
+    }
     inputs = {d.dataset.name: d for d in train.inputs.dataset_inputs}
     assert set(inputs) == {"train", "val", "test", "usps-test"}
     for name, item in inputs.items():
@@ -172,10 +189,14 @@ def test_mlflow_shows_datasets_system_metrics_descriptions_and_the_model_trainin
     # The UI shows `prefix/` sections before its plain "Model metrics": every curve under epoch/, no single value there.
     model_metrics = [k for k in train.data.metrics if not k.startswith("system/")]
     curves = {k for k in model_metrics if len(client.get_metric_history(train.info.run_id, k)) > 1}
-    assert curves == {k for k in model_metrics if k.startswith("epoch/")} and "epoch/val_loss" in curves, sorted(model_metrics)
+    assert curves == {k for k in model_metrics if k.startswith("epoch/")} and "epoch/val_loss" in curves, sorted(
+        model_metrics
+    )
     info = json.loads((dest / "models" / "run.json").read_text())
     linked = client.get_logged_model(info["model_id"]).metrics
-    assert any(m.key == "test_accuracy" and m.dataset_name == "test" for m in linked), "test metrics link model and dataset"
+    assert any(m.key == "test_accuracy" and m.dataset_name == "test" for m in linked), (
+        "test metrics link model and dataset"
+    )
     note = train.data.tags["mlflow.note.content"]
     assert note.startswith("train + evaluate: preset fast") or note.startswith("train + evaluate: custom"), note
     assert "test_accuracy 0." in note
@@ -200,7 +221,9 @@ def test_editing_what_the_model_does_not_ship_leaves_the_pipeline_up_to_date(pro
     originals = {rel: (dest / rel).read_bytes() for rel in [*unshipped, "src/mnist_runtime/images.py"]}
     try:
         for rel in unshipped:
-            (dest / rel).write_bytes(originals[rel] + b"\n// edited\n" if rel.endswith(".js") else originals[rel] + b"\n# edited\n")
+            (dest / rel).write_bytes(
+                originals[rel] + b"\n// edited\n" if rel.endswith(".js") else originals[rel] + b"\n# edited\n"
+            )
         status = run(["dvc", "status", "--json"], dest).stdout
         assert json.loads(status) == {}, status
         (dest / "src/mnist_runtime/images.py").write_bytes(originals["src/mnist_runtime/images.py"] + b"\n# edited\n")
@@ -232,8 +255,24 @@ def test_scoring_server_serves_the_champion(project):
     dest, _, _ = project
     port = free_port()
     server = subprocess.Popen(
-        ["mlflow", "models", "serve", "-m", "models:/mnist-cnn@champion", "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
-        cwd=dest, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            "mlflow",
+            "models",
+            "serve",
+            "-m",
+            "models:/mnist-cnn@champion",
+            "--env-manager",
+            "local",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],
+        cwd=dest,
+        env=clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         url = f"http://127.0.0.1:{port}"
@@ -270,7 +309,6 @@ def test_exp_run_with_set_param_retrains_and_registers_a_new_version(project):
 
 def test_light_stages_never_import_tensorflow(project, tmp_path):
     from digit_images import make_set
-
     from mnist_cnn.feedback import FeedbackStore
 
     dest, _, server = project
@@ -279,8 +317,15 @@ def test_light_stages_never_import_tensorflow(project, tmp_path):
     FeedbackStore(tmp_path / "feedback").save(sample.data, sample.digit)  # the feedback path runs too
     for args in (
         ["stages/download.py", "--out-dir", str(tmp_path / "raw"), "--usps-dir", str(tmp_path / "usps")],
-        ["stages/preprocess.py", "--raw-dir", str(tmp_path / "raw"), "--feedback-dir", str(tmp_path / "feedback"),
-         "--out-dir", str(tmp_path / "processed")],
+        [
+            "stages/preprocess.py",
+            "--raw-dir",
+            str(tmp_path / "raw"),
+            "--feedback-dir",
+            str(tmp_path / "feedback"),
+            "--out-dir",
+            str(tmp_path / "processed"),
+        ],
     ):
         run([sys.executable, "-c", BLOCK_TF, *args], dest, env=env)
     assert (tmp_path / "processed" / "test.npz").is_file()
@@ -290,7 +335,14 @@ def test_light_stages_never_import_tensorflow(project, tmp_path):
 def test_unreachable_tracking_server_is_one_clear_error(project, tmp_path):
     dest, _, _ = project
     env = clean_env(MLFLOW_TRACKING_URI=f"http://127.0.0.1:{free_port()}")
-    cmd = [sys.executable, "stages/download.py", "--out-dir", str(tmp_path / "raw"), "--usps-dir", str(tmp_path / "usps")]
+    cmd = [
+        sys.executable,
+        "stages/download.py",
+        "--out-dir",
+        str(tmp_path / "raw"),
+        "--usps-dir",
+        str(tmp_path / "usps"),
+    ]
     proc = run(cmd, dest, env=env, check=False)
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1].startswith("error: MLflow tracking server")
@@ -302,7 +354,8 @@ def test_tune_apply_then_repro_registers_the_tuned_model(project):
     client = store_client(dest)
     before = {int(v.version) for v in client.search_model_versions("name='mnist-cnn'")}
     tuned = run(
-        ["mnist-cnn", "tune", "--trials", "2", "--no-progress", "--set=tune.epochs=1", "--set=tune.train_fraction=0.5"], dest
+        ["mnist-cnn", "tune", "--trials", "2", "--no-progress", "--set=tune.epochs=1", "--set=tune.train_fraction=0.5"],
+        dest,
     )
     assert "best: trial" in tuned.stdout
     best = parse_yaml((dest / "tuning" / "best_params.yaml").read_text())["params"]

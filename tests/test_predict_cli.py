@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 
 import tiny_model
-from helpers import ROOT
 from digit_images import make_set, write_set
+from helpers import ROOT
 
 pytestmark = pytest.mark.slow
 
@@ -68,7 +68,9 @@ def test_predict_prints_file_digit_and_confidence(model, files):
 def test_predict_json_with_the_registry_champion_by_default(model, files, tmp_path):
     keras_path, store = model
     _, paths = files
-    proc = cli("predict", *map(str, paths[:6]), "--json", "--params", str(ROOT / "params.yaml"), store=store, cwd=tmp_path)
+    proc = cli(
+        "predict", *map(str, paths[:6]), "--json", "--params", str(ROOT / "params.yaml"), store=store, cwd=tmp_path
+    )
     assert proc.returncode == 0, proc.stderr
     records = [json.loads(line) for line in proc.stdout.strip().splitlines()]
     assert [r["file"] for r in records] == [str(p) for p in paths[:6]]
@@ -106,7 +108,9 @@ def test_unreadable_files_are_reported_and_the_others_still_predicted(model, fil
     text = tmp_path / "notes.jpg"
     text.write_text("hello")
     missing = tmp_path / "missing.bmp"
-    proc = cli("predict", str(paths[0]), str(broken), str(missing), str(text), str(paths[1]), "--model", str(keras_path))
+    proc = cli(
+        "predict", str(paths[0]), str(broken), str(missing), str(text), str(paths[1]), "--model", str(keras_path)
+    )
     assert proc.returncode == 1
     assert [line.split("\t")[0] for line in proc.stdout.strip().splitlines()] == [str(paths[0]), str(paths[1])]
     err = proc.stderr

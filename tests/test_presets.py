@@ -95,9 +95,12 @@ def test_apply_rewrites_only_model_and_train_and_keeps_comments(project: Path):
 
 def test_switching_back_restores_the_file_exactly(project: Path):
     original = (project / "params.yaml").read_text()
-    current = [n for n in presets.available(project / "presets")
-               if presets.load(n, directory=project / "presets") == (config.load_params(project / "params.yaml").model,
-                                                                     config.load_params(project / "params.yaml").train)]
+    current = [
+        n
+        for n in presets.available(project / "presets")
+        if presets.load(n, directory=project / "presets")
+        == (config.load_params(project / "params.yaml").model, config.load_params(project / "params.yaml").train)
+    ]
     other = next(n for n in ("fast", "seed") if n not in current)
     presets.apply(other, project / "params.yaml", directory=project / "presets")
     presets.apply(current[0], project / "params.yaml", directory=project / "presets")

@@ -42,7 +42,9 @@ def test_the_installed_mlflow_scoring_server_is_what_the_guard_wraps():
 
 def test_mlflow_still_echoes_the_input_in_prediction_errors_with_the_wording_the_guard_drops():
     body = json.dumps({"inputs": np.zeros((2, 783)).tolist()})
-    mlflow_s_own = getattr(server.invocations, "__wrapped__", server.invocations)  # a model loaded earlier may have guarded it
+    mlflow_s_own = getattr(
+        server.invocations, "__wrapped__", server.invocations
+    )  # a model loaded earlier may have guarded it
     with pytest.raises(MlflowException) as info:
         mlflow_s_own(body, JSON, Served(), None)
     message = info.value.message

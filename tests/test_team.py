@@ -21,12 +21,11 @@ from pathlib import Path
 
 import pytest
 
-from mnist_stack import mlflow_server
-from mnist_stack.settings import Settings, load_settings
+from helpers import ROOT, SUBSET, MirrorServer, clean_env, copy_project, free_port, run, subset_sha256, usps_params
 from mnist_cnn.schema import dump_yaml, parse_yaml
 from mnist_cnn.tuning import storage
-
-from helpers import ROOT, SUBSET, MirrorServer, clean_env, copy_project, free_port, run, subset_sha256, usps_params
+from mnist_stack import mlflow_server
+from mnist_stack.settings import Settings, load_settings
 
 pytestmark = pytest.mark.slow
 
@@ -58,8 +57,21 @@ def team_stack():
     base.chmod(0o755)
     folder = base / "stack"
     pg_port, mlflow_port = free_port(), free_port()
-    up = run(["mnist-cnn", "stack", "up", "--dir", str(folder), "--pg-port", str(pg_port), "--mlflow-port", str(mlflow_port)],
-             ROOT, timeout=300)
+    up = run(
+        [
+            "mnist-cnn",
+            "stack",
+            "up",
+            "--dir",
+            str(folder),
+            "--pg-port",
+            str(pg_port),
+            "--mlflow-port",
+            str(mlflow_port),
+        ],
+        ROOT,
+        timeout=300,
+    )
     assert f"export MLFLOW_TRACKING_URI=http://127.0.0.1:{mlflow_port}" in up.stdout
     settings = load_settings(folder)
     assert f"export OPTUNA_STORAGE=postgresql://mnist:{settings.password}@127.0.0.1:{pg_port}/optuna" in up.stdout
@@ -100,8 +112,21 @@ def tune_cmd(processed: Path, location: str, study: str, *extra: str) -> list[st
     """`mnist-cnn tune` on the shared study; the best params file goes beside the data, out of the clones' git."""
     sets = [f"--set={o}" for o in QUICK_TUNE]
     best = processed / f"best-{uuid.uuid4().hex[:8]}.yaml"
-    return ["mnist-cnn", "tune", "--data-dir", str(processed), "--no-progress", "--storage", location,
-            "--study-name", study, "--best", str(best), *sets, *extra]
+    return [
+        "mnist-cnn",
+        "tune",
+        "--data-dir",
+        str(processed),
+        "--no-progress",
+        "--storage",
+        location,
+        "--study-name",
+        study,
+        "--best",
+        str(best),
+        *sets,
+        *extra,
+    ]
 
 
 def load_study(location: str, name: str):
@@ -157,8 +182,9 @@ def test_stack_down_and_up_again_keeps_every_run_model_version_and_trial(team_st
     again = MlflowClient(team_stack.tracking_uri)
     assert again.get_run(run_.info.run_id).data.metrics == {"val_accuracy": 0.97}
     with tempfile.TemporaryDirectory() as tmp:
-        path = mlflow.artifacts.download_artifacts(run_id=run_.info.run_id, artifact_path="notes/kept.txt",
-                                                   dst_path=tmp, tracking_uri=team_stack.tracking_uri)
+        path = mlflow.artifacts.download_artifacts(
+            run_id=run_.info.run_id, artifact_path="notes/kept.txt", dst_path=tmp, tracking_uri=team_stack.tracking_uri
+        )
         assert Path(path).read_text() == "kept"
     assert again.get_model_version_by_alias(name, "champion").version == version.version
     assert len(load_study(team_stack.optuna(), name).trials) == 2
@@ -168,8 +194,22 @@ def test_stack_refuses_a_taken_port_with_a_clear_error(team_stack):
     base = Path(tempfile.mkdtemp(prefix="mnist-cnn-stack-"))
     base.chmod(0o755)
     try:
-        proc = run(["mnist-cnn", "stack", "up", "--dir", str(base / "s"), "--pg-port", str(team_stack.settings.pg_port),
-                    "--mlflow-port", str(free_port())], ROOT, check=False, timeout=300)
+        proc = run(
+            [
+                "mnist-cnn",
+                "stack",
+                "up",
+                "--dir",
+                str(base / "s"),
+                "--pg-port",
+                str(team_stack.settings.pg_port),
+                "--mlflow-port",
+                str(free_port()),
+            ],
+            ROOT,
+            check=False,
+            timeout=300,
+        )
         assert proc.returncode == 1
         assert f"port {team_stack.settings.pg_port} on 127.0.0.1 is taken; pass --pg-port" in proc.stderr
         assert "Traceback" not in proc.stderr
@@ -190,7 +230,11 @@ def test_a_claim_waits_for_another_machine_s_claim_through_the_database(team_sta
     study = optuna.create_study(study_name=name, storage=storage.open_storage(location, 1), direction="maximize")
     got = []
     with storage.claim_lock(location, name, tmp_path / "machine-1.lock"):
-        worker = threading.Thread(target=lambda: got.append(storage.claim(study, 1, storage.claim_lock(location, name, tmp_path / "machine-2.lock"))))
+        worker = threading.Thread(
+            target=lambda: got.append(
+                storage.claim(study, 1, storage.claim_lock(location, name, tmp_path / "machine-2.lock"))
+            )
+        )
         worker.start()
         worker.join(3.0)
         assert worker.is_alive() and not got, "the second machine's claim did not wait"
@@ -208,14 +252,28 @@ def test_two_clones_tune_one_study_and_run_dvc_repro_at_once_then_share_through_
     name, n_trials = f"team-{uuid.uuid4().hex[:8]}", 5
     location = team_stack.optuna()
     procs = [
-        subprocess.Popen(tune_cmd(processed, location, name, "--trials", str(n_trials), "--workers", "2"), cwd=a,
-                         env=env(team_stack), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True),
-        subprocess.Popen(tune_cmd(processed, location, name, "--trials", str(n_trials)), cwd=b,
-                         env=env(team_stack), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True),
-        subprocess.Popen(["dvc", "repro"], cwd=a, env=env(team_stack), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True),
+        subprocess.Popen(
+            tune_cmd(processed, location, name, "--trials", str(n_trials), "--workers", "2"),
+            cwd=a,
+            env=env(team_stack),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        ),
+        subprocess.Popen(
+            tune_cmd(processed, location, name, "--trials", str(n_trials)),
+            cwd=b,
+            env=env(team_stack),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        ),
+        subprocess.Popen(
+            ["dvc", "repro"], cwd=a, env=env(team_stack), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        ),
     ]
     outputs = [p.communicate(timeout=900)[0] for p in procs]
-    for proc, out in zip(procs, outputs):
+    for proc, out in zip(procs, outputs, strict=True):
         assert proc.returncode == 0, out[-4000:]
 
     study = load_study(location, name)
@@ -244,7 +302,10 @@ def test_two_clones_tune_one_study_and_run_dvc_repro_at_once_then_share_through_
     run([*GIT, "commit", "-qm", "trained model"], a)
     assert run(["git", "status", "--porcelain"], a).stdout == "", "every output is committed or ignored"
     run(["dvc", "push"], a, env=env(team_stack))
-    runs_before = {r.info.run_id for r in client.search_runs([client.get_experiment_by_name("mnist-cnn").experiment_id], max_results=1000)}
+    runs_before = {
+        r.info.run_id
+        for r in client.search_runs([client.get_experiment_by_name("mnist-cnn").experiment_id], max_results=1000)
+    }
 
     # B gets it: git pull, dvc pull, and dvc repro does nothing
     run(["git", "pull", "-q"], b)
@@ -253,7 +314,10 @@ def test_two_clones_tune_one_study_and_run_dvc_repro_at_once_then_share_through_
     assert "didn't change, skipping" in repro.stdout and "Running stage" not in repro.stdout, repro.stdout
     assert (b / "models" / "model.keras").read_bytes() == (a / "models" / "model.keras").read_bytes()
     assert run(["dvc", "status"], b).stdout.strip() == "Data and pipelines are up to date."
-    runs_after = {r.info.run_id for r in client.search_runs([client.get_experiment_by_name("mnist-cnn").experiment_id], max_results=1000)}
+    runs_after = {
+        r.info.run_id
+        for r in client.search_runs([client.get_experiment_by_name("mnist-cnn").experiment_id], max_results=1000)
+    }
     assert runs_after == runs_before, "a no-op repro logs no run"
 
 
@@ -267,8 +331,14 @@ def test_a_dead_machine_s_trial_is_failed_by_its_heartbeat_and_its_run_killed(
     a, b = make_clones(tmp_path, mirror_url, usps_subset_dir)
     name, location = f"dead-{uuid.uuid4().hex[:8]}", team_stack.optuna()
     beat = ["--set=tune.heartbeat_s=1"]
-    victim = subprocess.Popen(tune_cmd(processed, location, name, "--trials", "3", "--set=tune.epochs=30", *beat), cwd=b,
-                              env=env(team_stack), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    victim = subprocess.Popen(
+        tune_cmd(processed, location, name, "--trials", "3", "--set=tune.epochs=30", *beat),
+        cwd=b,
+        env=env(team_stack),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         wait_for(lambda: _running_with_run(location, name), 300, "a running trial with its MLflow run")
     finally:
@@ -297,7 +367,11 @@ def _running_with_run(location: str, name: str) -> bool:
     except KeyError:
         return False
     running = study.get_trials(states=[storage.TrialState.RUNNING])
-    return bool(running) and "mlflow_run_id" in running[0].user_attrs and running[0].user_attrs.get("epochs_trained", 0) >= 1
+    return (
+        bool(running)
+        and "mlflow_run_id" in running[0].user_attrs
+        and running[0].user_attrs.get("epochs_trained", 0) >= 1
+    )
 
 
 def test_a_study_finishes_when_the_mlflow_server_dies_and_is_restarted_mid_trial(team_stack, processed, tmp_path):
@@ -306,8 +380,14 @@ def test_a_study_finishes_when_the_mlflow_server_dies_and_is_restarted_mid_trial
     workdir = copy_project(tmp_path / "a")
     run(["mnist-cnn", "preset", "fast"], workdir)
     name, location = f"restart-{uuid.uuid4().hex[:8]}", team_stack.optuna()
-    tune = subprocess.Popen(tune_cmd(processed, location, name, "--trials", "2", "--set=tune.epochs=4"), cwd=workdir,
-                            env=env(team_stack), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    tune = subprocess.Popen(
+        tune_cmd(processed, location, name, "--trials", "2", "--set=tune.epochs=4"),
+        cwd=workdir,
+        env=env(team_stack),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     wait_for(lambda: _running_with_run(location, name), 300, "a trial logging epochs")
     pid = mlflow_server.running_pid(team_stack.folder)
     os.killpg(pid, signal.SIGKILL)  # the server dies mid-trial...
@@ -356,10 +436,19 @@ def test_clones_registering_at_once_leave_one_champion_the_best_and_lose_no_vers
     script = tmp_path / "register.py"
     script.write_text(REGISTER_SCRIPT)
     accuracies = [["0.91", "0.97", "0.93"], ["0.95", "0.92", "0.99"], ["0.96", "0.94", "0.98"]]
-    procs = [subprocess.Popen([sys.executable, str(script), name, *acc], cwd=tmp_path, env=env(team_stack),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for acc in accuracies]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(script), name, *acc],
+            cwd=tmp_path,
+            env=env(team_stack),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for acc in accuracies
+    ]
     outs = [p.communicate(timeout=600) for p in procs]
-    for proc, (out, err) in zip(procs, outs):
+    for proc, (_out, err) in zip(procs, outs, strict=True):
         assert proc.returncode == 0, err[-4000:]
     client = MlflowClient(team_stack.tracking_uri)
     versions = client.search_model_versions(f"name='{name}'")
@@ -376,8 +465,12 @@ def test_a_gate_lock_left_by_a_dead_process_is_taken_over(team_stack, tmp_path):
     from mnist_cnn import registry
 
     name = f"stale-{uuid.uuid4().hex[:8]}"
-    dead = subprocess.run([sys.executable, "-c", "from mnist_cnn import liveness; print(liveness.owner_token())"],
-                          capture_output=True, text=True, check=True).stdout.strip()
+    dead = subprocess.run(
+        [sys.executable, "-c", "from mnist_cnn import liveness; print(liveness.owner_token())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     client = MlflowClient(team_stack.tracking_uri)
     client.create_registered_model(name + registry.LOCK_SUFFIX, tags={"owner": dead, "since": f"{time.time():.3f}"})
     mlflow.set_tracking_uri(team_stack.tracking_uri)

@@ -6,8 +6,8 @@ import re
 from pathlib import Path
 
 import pytest
-from helpers import free_port
 
+from helpers import free_port
 from mnist_cnn import config, tracking
 from mnist_cnn.errors import TrackingError
 

@@ -11,13 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from mnist_cnn import config
-from mnist_cnn.tuning import space
-from mnist_cnn.errors import ConfigError
-
 from helpers import experiment_runs, store_client
+from mnist_cnn import config
+from mnist_cnn.errors import ConfigError
+from mnist_cnn.tuning import space
 from tuning_kit import env_for, load_study, run_tune, states, tune_cmd
-
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,7 +29,10 @@ def params_with(*overrides: str):
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("tune.space.dropout.low=0.7", r"tune\.space\.dropout has an empty or inverted range: low 0\.7 must be below high 0\.6"),
+        (
+            "tune.space.dropout.low=0.7",
+            r"tune\.space\.dropout has an empty or inverted range: low 0\.7 must be below high 0\.6",
+        ),
         ("tune.space.dropout.high=0.1", r"tune\.space\.dropout has an empty or inverted range"),
         ("tune.space.learning_rate.low=0", r"tune\.space\.learning_rate is log-scaled: low must be positive"),
         ("tune.space.batch_size.choices=[]", r"tune\.space\.batch_size is categorical and needs a non-empty"),
@@ -52,7 +53,9 @@ def test_bad_search_space_is_rejected_naming_the_key(override, message):
 
 def test_values_outside_what_the_model_accepts_are_caught_before_any_trial():
     params = params_with("tune.space.dropout.high=1.5")
-    with pytest.raises(ConfigError, match=r"tune\.space\.dropout \(model\.dropout = 1\.5\).*model\.dropout must be in \[0, 1\)"):
+    with pytest.raises(
+        ConfigError, match=r"tune\.space\.dropout \(model\.dropout = 1\.5\).*model\.dropout must be in \[0, 1\)"
+    ):
         space.check_space(params)
     params = params_with("tune.space.conv2_filters.param=model.filters.3")
     with pytest.raises(ConfigError, match=r"'model\.filters\.3' is not a params key"):
@@ -75,11 +78,24 @@ def test_with_values_sets_list_entries_and_scalars():
     "extra, message",
     [
         (["--set=tune.space.dropout.low=0.9"], "tune.space.dropout has an empty or inverted range"),
-        (["--set=tune.space.lr.param=train.learnig_rate", "--set=tune.space.lr.type=float",
-          "--set=tune.space.lr.low=0.1", "--set=tune.space.lr.high=0.2"], "'train.learnig_rate' is not a params key"),
-        (["--storage", "sqlite:////nonexistent-dir/sub/optuna.db"], "cannot open the Optuna storage sqlite:////nonexistent-dir"),
+        (
+            [
+                "--set=tune.space.lr.param=train.learnig_rate",
+                "--set=tune.space.lr.type=float",
+                "--set=tune.space.lr.low=0.1",
+                "--set=tune.space.lr.high=0.2",
+            ],
+            "'train.learnig_rate' is not a params key",
+        ),
+        (
+            ["--storage", "sqlite:////nonexistent-dir/sub/optuna.db"],
+            "cannot open the Optuna storage sqlite:////nonexistent-dir",
+        ),
         (["--storage", "postgresql://tuner:secret@127.0.0.1:1/optuna"], "cannot open the Optuna storage postgresql://"),
-        (["--storage", "sqlite:///optuna.db", "--workers", "2"], "SQLite storage sqlite:///optuna.db is not safe for 2 parallel workers"),
+        (
+            ["--storage", "sqlite:///optuna.db", "--workers", "2"],
+            "SQLite storage sqlite:///optuna.db is not safe for 2 parallel workers",
+        ),
         (["--trials", "0"], "tune.n_trials must be at least 1"),
     ],
 )
@@ -129,7 +145,9 @@ def test_study_logs_nested_runs_and_writes_best_params(workdir, processed):
     for child in children:
         assert child.data.tags["optuna.state"] in ("COMPLETE", "PRUNED")
         assert child.info.status == "FINISHED"
-        assert {"trial.conv1_filters", "trial.dropout", "trial.learning_rate", "trial.batch_size"} <= set(child.data.params)
+        assert {"trial.conv1_filters", "trial.dropout", "trial.learning_rate", "trial.batch_size"} <= set(
+            child.data.params
+        )
         assert child.data.params["train.epochs"] == "2"
         assert child.data.params["tune.train_images"] == "800"  # half of the training split: never the test set
         assert child.data.metrics["trial_seconds"] > 0
@@ -155,7 +173,9 @@ def test_study_logs_nested_runs_and_writes_best_params(workdir, processed):
     best_file = config.read_yaml(workdir / "tuning" / "best_params.yaml")
     assert best_file["best_trial"] == best.number
     assert best_file["params"]["model.filters.0"] == best.params["conv1_filters"]
-    assert best_file["params"]["train.learning_rate"] == pytest.approx(best.params["learning_rate"], rel=1e-3)  # 4 significant digits
+    assert best_file["params"]["train.learning_rate"] == pytest.approx(
+        best.params["learning_rate"], rel=1e-3
+    )  # 4 significant digits
 
     # --apply writes them into params.yaml, comments kept, and the file still loads
     before = (workdir / "params.yaml").read_text()
@@ -176,15 +196,24 @@ def test_study_logs_nested_runs_and_writes_best_params(workdir, processed):
 def test_pruning_prunes_weak_trials_when_forced(workdir, processed):
     # A learning-rate range reaching 1e-6 makes some trials hopeless; the median pruner must stop them.
     run_tune(
-        workdir, processed, "--trials", "6",
-        "--set=tune.epochs=3", "--set=tune.sampler.name=random",
-        "--set=tune.space.learning_rate.low=0.000001", "--set=tune.pruner.n_startup_trials=2",
+        workdir,
+        processed,
+        "--trials",
+        "6",
+        "--set=tune.epochs=3",
+        "--set=tune.sampler.name=random",
+        "--set=tune.space.learning_rate.low=0.000001",
+        "--set=tune.pruner.n_startup_trials=2",
     )
     study = load_study(workdir)
     pruned = [t for t in study.get_trials(deepcopy=False) if t.state.name == "PRUNED"]
     assert pruned, states(study)
     assert all(t.user_attrs["epochs_trained"] < 3 for t in pruned)
-    children = {r.data.tags.get("optuna.trial_number"): r for r in experiment_runs(workdir) if "mlflow.parentRunId" in r.data.tags}
+    children = {
+        r.data.tags.get("optuna.trial_number"): r
+        for r in experiment_runs(workdir)
+        if "mlflow.parentRunId" in r.data.tags
+    }
     for t in pruned:
         assert children[str(t.number)].data.tags["optuna.state"] == "PRUNED"
 
@@ -195,7 +224,9 @@ def test_two_workers_give_exactly_the_asked_number_of_distinct_trials(workdir, p
     study = load_study(workdir)
     trials = study.get_trials(deepcopy=False)
     assert [t.state.name for t in trials] == ["COMPLETE"] * 6, "none lost, none doubled"
-    assert len({t.user_attrs["worker"].rsplit(":", 2)[1] for t in trials}) == 2, "both workers ran trials (owner tokens' pids)"
+    assert len({t.user_attrs["worker"].rsplit(":", 2)[1] for t in trials}) == 2, (
+        "both workers ran trials (owner tokens' pids)"
+    )
     assert len({tuple(sorted(t.params.items())) for t in trials}) == 6, "each worker samples with its own seed"
     nested = [r for r in experiment_runs(workdir) if "mlflow.parentRunId" in r.data.tags]
     assert len(nested) == 6 and len({r.data.tags["mlflow.parentRunId"] for r in nested}) == 1
@@ -204,8 +235,14 @@ def test_two_workers_give_exactly_the_asked_number_of_distinct_trials(workdir, p
 @pytest.mark.slow
 def test_killed_study_resumes_with_the_same_command(workdir, processed):
     cmd = tune_cmd(processed, "--trials", "5", "--set=tune.pruner.name=none")
-    proc = subprocess.Popen(cmd, cwd=workdir, env=env_for(workdir), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        cmd,
+        cwd=workdir,
+        env=env_for(workdir),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     journal = workdir / "optuna" / "mnist-cnn.journal"
     deadline = time.time() + 300
     try:
@@ -234,7 +271,9 @@ def test_killed_study_resumes_with_the_same_command(workdir, processed):
     run = store_client(workdir).get_run(killed.user_attrs["mlflow_run_id"])
     assert run.info.status == "KILLED"
     parents = [r for r in experiment_runs(workdir) if r.data.tags.get("mnist_cnn.stage") == "tune"]
-    assert sorted(r.info.status for r in parents) == ["FINISHED", "KILLED"], "one parent run per invocation, none left running"
+    assert sorted(r.info.status for r in parents) == ["FINISHED", "KILLED"], (
+        "one parent run per invocation, none left running"
+    )
 
 
 @pytest.mark.slow

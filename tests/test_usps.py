@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from mnist_cnn import usps
-from mnist_runtime import images
 from mnist_cnn.errors import DataError
+from mnist_runtime import images
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +32,13 @@ def test_both_file_layouts_parse_to_ink_and_labels(usps_subset_dir):
 
 @pytest.mark.parametrize(
     ("text", "problem"),
-    [("", "no digits"), ("3 " + "-1 " * 255, "has 256 values"), ("12 " + "-1 " * 256, "labels must be digits"),
-     ("3 " + "-1 " * 255 + "4", "must lie in"), ("3 " + "x " * 256, "not numbers")],
+    [
+        ("", "no digits"),
+        ("3 " + "-1 " * 255, "has 256 values"),
+        ("12 " + "-1 " * 256, "labels must be digits"),
+        ("3 " + "-1 " * 255 + "4", "must lie in"),
+        ("3 " + "x " * 256, "not numbers"),
+    ],
 )
 def test_a_malformed_file_is_a_clear_error(text, problem):
     with pytest.raises(DataError, match=problem):
@@ -47,8 +52,14 @@ def test_a_missing_file_says_to_run_the_download_stage(tmp_path):
 
 def test_every_rendering_is_an_image_file_as_a_user_would_send_it(digits):
     ink = digits[0][0]
-    expected = {"framed": ("PNG", (192, 192)), "framed_light": ("PNG", (192, 192)), "tight": ("PNG", (128, 128)),
-                "tight_light": ("PNG", (128, 128)), "jpeg": ("JPEG", (96, 96)), "scan16": ("PNG", (16, 16))}
+    expected = {
+        "framed": ("PNG", (192, 192)),
+        "framed_light": ("PNG", (192, 192)),
+        "tight": ("PNG", (128, 128)),
+        "tight_light": ("PNG", (128, 128)),
+        "jpeg": ("JPEG", (96, 96)),
+        "scan16": ("PNG", (16, 16)),
+    }
     assert set(usps.RENDERINGS) == set(expected)
     for name, (fmt, size) in expected.items():
         im = Image.open(io.BytesIO(usps.render(ink, name)))

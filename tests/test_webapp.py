@@ -19,8 +19,8 @@ import pytest
 import requests
 
 import tiny_model
-from helpers import ROOT, SUBSET, chromium, free_port, stage_cmd, subset_sha256, wait_until_up
 from digit_images import make_set
+from helpers import ROOT, SUBSET, chromium, free_port, stage_cmd, subset_sha256, wait_until_up
 
 pytestmark = pytest.mark.slow
 
@@ -45,8 +45,20 @@ def app(model, tmp_path_factory):
     feedback = tmp_path_factory.mktemp("feedback-store") / "feedback"
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    cmd = [sys.executable, "-c", "from mnist_cnn.cli import main; main()", "app", "--model", str(model),
-           "--port", str(port), "--feedback-dir", str(feedback), "--feedback-limit", "50"]
+    cmd = [
+        sys.executable,
+        "-c",
+        "from mnist_cnn.cli import main; main()",
+        "app",
+        "--model",
+        str(model),
+        "--port",
+        str(port),
+        "--feedback-dir",
+        str(feedback),
+        "--feedback-limit",
+        "50",
+    ]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -88,7 +100,9 @@ def predict(url: str, data: bytes) -> dict:
 def test_predict_answers_the_digit_its_probabilities_and_the_28x28_input(app, classifier):
     url, _ = app
     for sample in samples()[:4]:
-        answer = requests.post(f"{url}/api/predict", data=sample.data, headers={"Content-Type": "image/png"}, timeout=30)
+        answer = requests.post(
+            f"{url}/api/predict", data=sample.data, headers={"Content-Type": "image/png"}, timeout=30
+        )
         assert answer.status_code == 200, answer.text
         body = answer.json()
         digit, pixels = expected(classifier, sample.data)
@@ -183,8 +197,16 @@ def test_feedback_stores_the_image_under_its_label_and_never_a_client_path(app):
     assert answer.status_code == 200, answer.text
     saved = folder / answer.json()["saved"]
     assert saved.parent == folder / "7" and saved.suffix == ".png" and saved.is_file()
-    assert requests.post(f"{url}/api/feedback", json=body, timeout=30).json()["saved"] == answer.json()["saved"], "stored once"
-    for bad in ({**body, "label": "../../etc"}, {**body, "label": 10}, {**body, "label": True}, {"label": 3}, {**body, "image": "%%%"}):
+    assert requests.post(f"{url}/api/feedback", json=body, timeout=30).json()["saved"] == answer.json()["saved"], (
+        "stored once"
+    )
+    for bad in (
+        {**body, "label": "../../etc"},
+        {**body, "label": 10},
+        {**body, "label": True},
+        {"label": 3},
+        {**body, "image": "%%%"},
+    ):
         answer = requests.post(f"{url}/api/feedback", json=bad, timeout=30)
         assert answer.status_code == 422, (bad, answer.text)
     blank = {"image": base64.b64encode(png(np.zeros((50, 50)))).decode(), "label": 1}
@@ -218,7 +240,7 @@ def test_the_feedback_store_stops_at_its_limit_and_loads_what_it_holds(tmp_path)
         store.save(data[3].data, data[3].digit)
     x, y, paths = feedback.load(tmp_path / "fb")
     assert x.shape == (3, 28, 28) and x.dtype == np.uint8 and sorted(y.tolist()) == sorted(s.digit for s in data[:3])
-    assert all(p.parent.name == str(label) for p, label in zip(paths, y))
+    assert all(p.parent.name == str(label) for p, label in zip(paths, y, strict=True))
 
 
 def test_preprocess_makes_feedback_a_split_of_its_own_or_folds_it_into_training(tmp_path):
@@ -236,8 +258,17 @@ def test_preprocess_makes_feedback_a_split_of_its_own_or_folds_it_into_training(
     sizes = {}
     for use in ("evaluate", "train"):
         out = tmp_path / use
-        cmd = stage_cmd("preprocess", "--raw-dir", str(SUBSET), "--feedback-dir", str(tmp_path / "feedback"),
-                        "--out-dir", str(out), *sums, f"--set=data.feedback_use={use}")
+        cmd = stage_cmd(
+            "preprocess",
+            "--raw-dir",
+            str(SUBSET),
+            "--feedback-dir",
+            str(tmp_path / "feedback"),
+            "--out-dir",
+            str(out),
+            *sums,
+            f"--set=data.feedback_use={use}",
+        )
         proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr
         sizes[use] = {name: len(data.load_split(out, name)) for name in ("train", "feedback")}
@@ -267,8 +298,10 @@ def shown(page) -> tuple[int, list[float]]:
 
 SEVEN = [[(0.25, 0.2), (0.75, 0.2), (0.42, 0.85)]]  # a top bar, then the diagonal down
 ONE = [[(0.5, 0.15), (0.5, 0.85)]]
-SCRIBBLE = [[(0.15 + 0.07 * i, 0.2 if i % 2 == 0 else 0.8) for i in range(11)],  # a dense zigzag ...
-            [(0.15, 0.35), (0.85, 0.65), (0.15, 0.65), (0.85, 0.35)]]  # ... crossed: no digit
+SCRIBBLE = [
+    [(0.15 + 0.07 * i, 0.2 if i % 2 == 0 else 0.8) for i in range(11)],  # a dense zigzag ...
+    [(0.15, 0.35), (0.85, 0.65), (0.15, 0.65), (0.85, 0.35)],
+]  # ... crossed: no digit
 
 
 def draw(page, strokes: list[list[tuple[float, float]]], steps: int = 12) -> None:
@@ -287,7 +320,9 @@ def draw(page, strokes: list[list[tuple[float, float]]], steps: int = 12) -> Non
 
 
 def answered(page) -> None:
-    page.wait_for_function("document.body.dataset.state === 'idle' && document.getElementById('digit').textContent !== '?'")
+    page.wait_for_function(
+        "document.body.dataset.state === 'idle' && document.getElementById('digit').textContent !== '?'"
+    )
 
 
 def open_page(browser, url: str, errors: list[str]):
@@ -310,7 +345,9 @@ def test_the_page_in_chromium_draw_upload_and_feedback(app, classifier, tmp_path
             page = open_page(browser, url, errors)
             draw(page, SEVEN)
             answered(page)
-            drawn = base64.b64decode(page.evaluate("document.getElementById('pad').toDataURL('image/png')").split(",", 1)[1])
+            drawn = base64.b64decode(
+                page.evaluate("document.getElementById('pad').toDataURL('image/png')").split(",", 1)[1]
+            )
             digit, pixels = expected(classifier, drawn)
             assert shown(page)[0] == digit
             assert len(shown(page)[1]) == 10 and sum(shown(page)[1]) == pytest.approx(100, abs=0.6)
@@ -323,7 +360,9 @@ def test_the_page_in_chromium_draw_upload_and_feedback(app, classifier, tmp_path
             page.wait_for_function("document.getElementById('feedback-status').textContent.startsWith('Saved as a 7')")
             assert len(list((folder / "7").glob("*.png"))) >= 1
             page.click("#labels button[data-label='1']")  # the same drawing, another label
-            page.wait_for_function("document.getElementById('feedback-status').textContent.includes('disagrees with an earlier label')")
+            page.wait_for_function(
+                "document.getElementById('feedback-status').textContent.includes('disagrees with an earlier label')"
+            )
             assert "kept aside" in page.text_content("#feedback-status")
 
             # upload a PNG file
@@ -332,7 +371,9 @@ def test_the_page_in_chromium_draw_upload_and_feedback(app, classifier, tmp_path
             upload.write_bytes(sample.data)
             before = page.text_content("#latency")
             page.set_input_files("#file", str(upload))
-            page.wait_for_function(f"document.body.dataset.state === 'idle' && document.getElementById('latency').textContent !== {before!r}")
+            page.wait_for_function(
+                f"document.body.dataset.state === 'idle' && document.getElementById('latency').textContent !== {before!r}"
+            )
             assert shown(page)[0] == expected(classifier, sample.data)[0]
             page.screenshot(path=str(ARTIFACTS / "app-uploaded.png"))
 
@@ -365,12 +406,16 @@ def test_the_page_says_not_sure_on_a_scribble_and_reads_a_digit_drawn_after_it(a
             assert page.locator("[aria-live] #digit").count() == 1, "the answer is announced"
             draw(page, SCRIBBLE)
             answered(page)
-            drawn = base64.b64decode(page.evaluate("document.getElementById('pad').toDataURL('image/png')").split(",", 1)[1])
+            drawn = base64.b64decode(
+                page.evaluate("document.getElementById('pad').toDataURL('image/png')").split(",", 1)[1]
+            )
             guess, pixels = expected(classifier, drawn)
             confidence = float(classifier(pixels[None]).max())
             assert page.text_content("#digit") == "not sure", f"a scribble read as {guess} ({confidence:.0%})"
             best, percent = page.text_content("#confidence").rsplit(", ", 1)
-            assert best == f"best guess {guess}" and float(percent.rstrip("%")) == pytest.approx(100 * confidence, abs=0.051)
+            assert best == f"best guess {guess}" and float(percent.rstrip("%")) == pytest.approx(
+                100 * confidence, abs=0.051
+            )
             digit, percents = shown(page)
             assert digit == guess and len(percents) == 10 and sum(percents) == pytest.approx(100, abs=0.6)
             page.screenshot(path=str(ARTIFACTS / "app-not-sure.png"))

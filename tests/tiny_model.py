@@ -9,11 +9,10 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from helpers import ROOT, SUBSET, free_port
-
 
 # Says "not sure" on a scribble and reads a clearly drawn digit: half as many generated non-digits
 # as digits and four epochs put zigzags near 0.12 confidence and a drawn 7 at 1.0, on either side of
@@ -21,8 +20,13 @@ from helpers import ROOT, SUBSET, free_port
 CALIBRATED = {"epochs": 4, "nondigits": 0.5, "abstain_rate": 0.05}
 
 
-def train(path: Path, epochs: int = 1, augment: bool = False, nondigits: float | None = None,
-          abstain_rate: float | None = None) -> Path:
+def train(
+    path: Path,
+    epochs: int = 1,
+    augment: bool = False,
+    nondigits: float | None = None,
+    abstain_rate: float | None = None,
+) -> Path:
     """Train the fast preset on the subset and save it to `path` (a `.keras` file). `nondigits`
     overrides the preset's outlier-exposure share; with `abstain_rate` the network is calibrated
     on the subset's test images (`training.calibrate`) and the record stored in the file."""
@@ -38,11 +42,15 @@ def train(path: Path, epochs: int = 1, augment: bool = False, nondigits: float |
     model_params, train_params = presets.load("fast", overrides, directory=ROOT / "presets")
     train_split = data.load_idx_pair(SUBSET, "train")
     val_split = data.load_idx_pair(SUBSET, "t10k")
-    result = training.train(model_params, train_params, train_split, val_split, path.parent / f"{path.stem}-work", verbose=0)
+    result = training.train(
+        model_params, train_params, train_split, val_split, path.parent / f"{path.stem}-work", verbose=0
+    )
     if abstain_rate is None:
         result.model.save(path)
         return path
-    network, record, _ = training.calibrate(result.model, val_split, CalibrationParams(abstain_rate=abstain_rate, bins=15))
+    network, record, _ = training.calibrate(
+        result.model, val_split, CalibrationParams(abstain_rate=abstain_rate, bins=15)
+    )
     network.save(path)
     calibration.write(path, record)
     return path

@@ -40,7 +40,9 @@ def run_tune(workdir: Path, processed: Path, *extra: str, check: bool = True) ->
 def load_study(workdir: Path, name: str = "mnist-cnn"):
     import optuna
 
-    return optuna.load_study(study_name=name, storage=storage.open_storage(str(workdir / "optuna" / f"{name}.journal"), 1))
+    return optuna.load_study(
+        study_name=name, storage=storage.open_storage(str(workdir / "optuna" / f"{name}.journal"), 1)
+    )
 
 
 def states(study) -> list[str]:

@@ -75,7 +75,9 @@ def write_usps_fixture(directory: Path, n_train: int = 60, n_test: int = 60) -> 
         split = load_idx_pair(SUBSET, prefix)
         if count > len(split.y):
             raise ValueError(f"{name}: the MNIST subset has only {len(split.y)} {prefix} digits, asked for {count}")
-        content = "".join(line(int(d), to_usps(x)) for x, d in zip(split.x[:count], split.y[:count])).encode()
+        content = "".join(
+            line(int(d), to_usps(x)) for x, d in zip(split.x[:count], split.y[:count], strict=True)
+        ).encode()
         _write_gz(directory / f"{name}.gz", content)
         sums[name] = hashlib.sha256(content).hexdigest()
     return sums

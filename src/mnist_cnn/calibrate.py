@@ -30,8 +30,12 @@ def nll(proba: np.ndarray, y: np.ndarray) -> float:
 def fit_temperature(proba: np.ndarray, y: np.ndarray) -> float:
     """The temperature that minimises the negative log-likelihood of `y` (searched in log space)."""
     y = np.asarray(y).astype(int)
-    found = minimize_scalar(lambda t: nll(rescale(proba, float(np.exp(t))), y), bounds=(np.log(0.05), np.log(20.0)),
-                            method="bounded", options={"xatol": 1e-4})
+    found = minimize_scalar(
+        lambda t: nll(rescale(proba, float(np.exp(t))), y),
+        bounds=(np.log(0.05), np.log(20.0)),
+        method="bounded",
+        options={"xatol": 1e-4},
+    )
     return float(np.exp(found.x))
 
 

@@ -11,17 +11,17 @@ import json
 import os
 import shlex
 import sys
+from collections.abc import Sequence
 from importlib.metadata import version
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
 from mnist_cnn import atomic, config, figures, presets
-from mnist_runtime import images
 from mnist_cnn.entrypoint import add_params_args, quiet_server, run_main
 from mnist_cnn.errors import TrackingError
 from mnist_cnn.schema import dump_yaml, read_yaml, to_dict
+from mnist_runtime import images
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,12 +31,16 @@ def build_parser() -> argparse.ArgumentParser:
     show = sub.add_parser("params", help="validate params.yaml and print the resolved settings")
     add_params_args(show)
     preset = sub.add_parser(
-        "preset", help="copy a preset (presets/NAME.yaml: seed, fast, accurate) into params.yaml's model and train sections"
+        "preset",
+        help="copy a preset (presets/NAME.yaml: seed, fast, accurate) into params.yaml's model and train sections",
     )
     preset.add_argument("name", nargs="?", help="preset to apply; omit to list them")
-    preset.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file to update (default: params.yaml)")
+    preset.add_argument(
+        "--params", type=Path, default=Path("params.yaml"), help="params file to update (default: params.yaml)"
+    )
     ui = sub.add_parser(
-        "ui", help="`mlflow ui` over the project's tracking store, with links that open on the model-training view",
+        "ui",
+        help="`mlflow ui` over the project's tracking store, with links that open on the model-training view",
         description="Prints links to the experiment's runs and the registered model, on MLflow's model-training view "
         "(MLflow 3.17's UI opens on its GenAI view otherwise), then runs `mlflow ui`. With MLFLOW_TRACKING_URI set to a "
         "server, that server is the UI: only the links are printed.",
@@ -55,21 +59,38 @@ def build_parser() -> argparse.ArgumentParser:
     )
     predict.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
     predict.add_argument("--model", help="model URI or a local .keras file (default: the registry's champion)")
-    predict.add_argument("--json", action="store_true",
-                         help="one JSON object per line: file, digit, confidence, probabilities, sure, answer")
-    predict.add_argument("--save-grid", type=Path, metavar="PNG", help="also save the 28x28 inputs as the model saw them, with predictions")
+    predict.add_argument(
+        "--json",
+        action="store_true",
+        help="one JSON object per line: file, digit, confidence, probabilities, sure, answer",
+    )
+    predict.add_argument(
+        "--save-grid",
+        type=Path,
+        metavar="PNG",
+        help="also save the 28x28 inputs as the model saw them, with predictions",
+    )
     add_params_args(predict)
     export = sub.add_parser("export", help="export the champion's network (or --model) for devices")
     export.add_argument("--format", choices=["tflite"], default="tflite", help="output format (default: tflite)")
     export.add_argument("--model", help="model URI or a local .keras file (default: the registry's champion)")
-    export.add_argument("--out", type=Path, default=Path("models/model.tflite"), help="output file (default: models/model.tflite)")
+    export.add_argument(
+        "--out", type=Path, default=Path("models/model.tflite"), help="output file (default: models/model.tflite)"
+    )
     add_params_args(export)
     stage = sub.add_parser(
-        "stage", help="run one dvc.yaml stage's command outside DVC (its paths from dvc.yaml), with --set overrides",
+        "stage",
+        help="run one dvc.yaml stage's command outside DVC (its paths from dvc.yaml), with --set overrides",
     )
     stage.add_argument("name", choices=["download", "preprocess", "train", "evaluate", "register"])
-    stage.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                       help="override a param for this run only; an empty value is ignored")
+    stage.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a param for this run only; an empty value is ignored",
+    )
     tune = sub.add_parser(
         "tune",
         help="run or resume the Optuna study of params.yaml's tune section; --apply copies its best params into params.yaml",
@@ -79,11 +100,19 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--trials", type=int, help="finished trials the study should hold (tune.n_trials)")
     tune.add_argument("--timeout", type=float, help="seconds after which no new trial starts (tune.timeout_s)")
     tune.add_argument("--workers", type=int, help="parallel worker processes on this machine (tune.workers)")
-    tune.add_argument("--storage", help="Optuna storage URL or journal file (tune.storage; default optuna/<study>.journal)")
+    tune.add_argument(
+        "--storage", help="Optuna storage URL or journal file (tune.storage; default optuna/<study>.journal)"
+    )
     tune.add_argument("--study-name", help="study to create or resume (tune.study_name)")
-    tune.add_argument("--data-dir", type=Path, default=Path("data/processed"), help="train.npz and val.npz (default: data/processed)")
-    tune.add_argument("--best", type=Path, default=Path("tuning/best_params.yaml"),
-                      help="best params file, kept under version control (default: tuning/best_params.yaml)")
+    tune.add_argument(
+        "--data-dir", type=Path, default=Path("data/processed"), help="train.npz and val.npz (default: data/processed)"
+    )
+    tune.add_argument(
+        "--best",
+        type=Path,
+        default=Path("tuning/best_params.yaml"),
+        help="best params file, kept under version control (default: tuning/best_params.yaml)",
+    )
     tune.add_argument("--apply", action="store_true", help="write the best params file's values into --params and stop")
     tune.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_params_args(tune)
@@ -91,28 +120,40 @@ def build_parser() -> argparse.ArgumentParser:
     app.add_argument("--model", help="model URI or a local .keras file (default: the registry's champion)")
     app.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
     app.add_argument("--port", type=int, default=8000)
-    app.add_argument("--feedback-dir", type=Path, default=Path("data/feedback"),
-                     help="where corrected digits are stored, data/feedback/<label>/ (default: data/feedback)")
-    app.add_argument("--feedback-limit", type=int, default=5000, help="most images the feedback folder may hold (default 5000)")
+    app.add_argument(
+        "--feedback-dir",
+        type=Path,
+        default=Path("data/feedback"),
+        help="where corrected digits are stored, data/feedback/<label>/ (default: data/feedback)",
+    )
+    app.add_argument(
+        "--feedback-limit", type=int, default=5000, help="most images the feedback folder may hold (default 5000)"
+    )
     app.add_argument("--no-feedback", action="store_true", help="take no feedback")
     add_params_args(app)
     review = sub.add_parser(
-        "feedback", help="review the web page's corrected digits: counts, conflicting labels, accept or relabel one",
+        "feedback",
+        help="review the web page's corrected digits: counts, conflicting labels, accept or relabel one",
         description="An image sent with two different labels is kept once in <dir>/conflicts/, out of training and "
         "evaluation, until `accept` files it under a label. ID: an image's 16 hex characters (its file name) or a "
         "unique prefix of at least 4.",
     )
     actions = review.add_subparsers(dest="action", required=True)
-    for name, help_text in (("list", "images per label, then each conflict: its id, the labels given and its file"),
-                            ("accept", "resolve a conflict: file the image under LABEL and drop its record"),
-                            ("relabel", "move a labelled image to another label (a wrong correction)")):
+    for name, help_text in (
+        ("list", "images per label, then each conflict: its id, the labels given and its file"),
+        ("accept", "resolve a conflict: file the image under LABEL and drop its record"),
+        ("relabel", "move a labelled image to another label (a wrong correction)"),
+    ):
         action = actions.add_parser(name, help=help_text, description=help_text)
         if name != "list":
             action.add_argument("id", metavar="ID", help="the image's id or a unique prefix of at least 4 characters")
             action.add_argument("label", metavar="LABEL", help="the digit 0-9 the image shows")
-        action.add_argument("--dir", type=Path, default=Path("data/feedback"), help="the feedback folder (default: data/feedback)")
+        action.add_argument(
+            "--dir", type=Path, default=Path("data/feedback"), help="the feedback folder (default: data/feedback)"
+        )
     stack = sub.add_parser(
-        "stack", help="start, stop or show the team servers: PostgreSQL and an MLflow server over it (see README, Team set-up)",
+        "stack",
+        help="start, stop or show the team servers: PostgreSQL and an MLflow server over it (see README, Team set-up)",
         description="PostgreSQL holds the MLflow store, the registry and the Optuna studies; the MLflow server proxies "
         "artifacts. Everything lives in --dir; `up` prints the variables clients export.",
     )
@@ -140,15 +181,32 @@ def _ui(args: argparse.Namespace) -> int:
             experiment = mlflow.MlflowClient(uri).get_experiment_by_name(params.tracking.experiment)
         except mlflow.exceptions.MlflowException as exc:
             raise TrackingError(f"tracking store {uri} cannot be read: {exc.message.splitlines()[0]}") from None
-    links = tracking.ui_links(uri if server else f"http://{args.host}:{args.port}", experiment and experiment.experiment_id,
-                              params.register.model_name)
+    links = tracking.ui_links(
+        uri if server else f"http://{args.host}:{args.port}",
+        experiment and experiment.experiment_id,
+        params.register.model_name,
+    )
     if experiment is None:
-        print(f"experiment {params.tracking.experiment!r} has no runs yet in {uri}; `dvc repro` makes them", file=sys.stderr)
+        print(
+            f"experiment {params.tracking.experiment!r} has no runs yet in {uri}; `dvc repro` makes them",
+            file=sys.stderr,
+        )
     print(f"runs:  {links['runs']}\nmodel: {links['models']}", flush=True)
     if server:
         print(f"(the tracking server {uri} is the UI)", file=sys.stderr)
         return 0
-    cmd = ["mlflow", "ui", "--backend-store-uri", uri, "--registry-store-uri", uri, "--host", args.host, "--port", str(args.port)]
+    cmd = [
+        "mlflow",
+        "ui",
+        "--backend-store-uri",
+        uri,
+        "--registry-store-uri",
+        uri,
+        "--host",
+        args.host,
+        "--port",
+        str(args.port),
+    ]
     cmd, env = quiet_server(cmd, dict(os.environ))
     print(shlex.join(cmd) + "   (Ctrl+C stops)", file=sys.stderr, flush=True)
     os.chdir(root)  # mlflow ui's own default folders (mlartifacts/) are the project's
@@ -163,8 +221,21 @@ def _serve(args: argparse.Namespace) -> int:
     root = config.project_root()
     tracking.configure(params.tracking, root)
     model = args.model or registry.champion_uri(params.register.model_name, params.register.champion_alias)
-    cmd = ["mlflow", "models", "serve", "-m", model, "--env-manager", "local",
-           "-h", args.host, "-p", str(args.port), "-w", str(args.workers)]
+    cmd = [
+        "mlflow",
+        "models",
+        "serve",
+        "-m",
+        model,
+        "--env-manager",
+        "local",
+        "-h",
+        args.host,
+        "-p",
+        str(args.port),
+        "-w",
+        str(args.workers),
+    ]
     print(" ".join(cmd), file=sys.stderr, flush=True)
     env = {**os.environ, "MLFLOW_TRACKING_URI": tracking.tracking_uri(root)}
     os.execvpe(cmd[0], cmd, env)
@@ -181,17 +252,26 @@ def _tune(args: argparse.Namespace) -> int:
             return 0
         for key, old, new in changes:
             print(f"{key}: {old!r} -> {new!r}")
-        print(f"{args.params} updated; next: dvc repro trains, evaluates and registers the tuned model (dvc params diff shows the change)")
+        print(
+            f"{args.params} updated; next: dvc repro trains, evaluates and registers the tuned model (dvc params diff shows the change)"
+        )
         return 0
-    flags = {"n_trials": args.trials, "timeout_s": args.timeout, "workers": args.workers,
-             "storage": args.storage, "study_name": args.study_name}
+    flags = {
+        "n_trials": args.trials,
+        "timeout_s": args.timeout,
+        "workers": args.workers,
+        "storage": args.storage,
+        "study_name": args.study_name,
+    }
     overrides = [*args.overrides, *(f"tune.{k}={v}" for k, v in flags.items() if v is not None)]
     from mnist_cnn.tuning.best import write_best
     from mnist_cnn.tuning.study import run_study
     from mnist_cnn.tuning.trial import OBJECTIVE
 
     params = config.load_params(args.params, overrides)
-    result = run_study(params, args.params, overrides, args.data_dir, config.project_root(), progress=not args.no_progress)
+    result = run_study(
+        params, args.params, overrides, args.data_dir, config.project_root(), progress=not args.no_progress
+    )
     counts = result.counts
     print(
         f"study {result.study_name}: {counts['COMPLETE']} complete, {counts['PRUNED']} pruned, {counts['FAIL']} failed "
@@ -231,7 +311,9 @@ def _stack(args: argparse.Namespace) -> int:
         return 0
     if args.action == "up":
         settings = control.up(folder, args.host, args.pg_port, args.mlflow_port)
-        print(f"PostgreSQL on port {settings.pg_port} and the MLflow server on {settings.tracking_uri()} run from {folder}")
+        print(
+            f"PostgreSQL on port {settings.pg_port} and the MLflow server on {settings.tracking_uri()} run from {folder}"
+        )
         print("for every shell that trains, tunes or serves (`mnist-cnn stack status` prints them again):")
         print(exports(settings), end="")
         return 0
@@ -251,15 +333,19 @@ def _app(args: argparse.Namespace) -> int:
     import uvicorn
 
     from mnist_cnn.feedback import FeedbackStore
-    from mnist_runtime.network import Classifier
     from mnist_cnn.webapp.server import create_app
+    from mnist_runtime.network import Classifier
 
     model = _model_or_champion(args)
     store = None if args.no_feedback else FeedbackStore(args.feedback_dir, args.feedback_limit)
     label = Path(model).name if Path(model).is_file() else model  # a file's name; a URI as it is
     app = create_app(Classifier.load(model), label, store)
     where = f"into {args.feedback_dir}/<label>/" if store else "off"
-    print(f"mnist-cnn app on http://{args.host}:{args.port}/ (model {model}; feedback {where}); Ctrl+C stops", file=sys.stderr, flush=True)
+    print(
+        f"mnist-cnn app on http://{args.host}:{args.port}/ (model {model}; feedback {where}); Ctrl+C stops",
+        file=sys.stderr,
+        flush=True,
+    )
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
     return 0
 
@@ -312,15 +398,17 @@ def _predict(args: argparse.Namespace) -> int:
 
     proba = predict(np.stack(pixels)) if pixels else np.zeros((0, 10))
     rows = format_predictions(proba, predict.calibration).to_dict("records")
-    for name, row in zip(names, rows):
+    for name, row in zip(names, rows, strict=True):
         if args.json:
             print(json.dumps({"file": name, **{k: v.item() if hasattr(v, "item") else v for k, v in row.items()}}))
         else:
             answer = row["answer"] if row["sure"] else f"{row['answer']} ({row['digit']}?)"
             print(f"{name}\t{answer}\t{row['confidence']:.4f}")
     if args.save_grid and pixels:
-        titles = [f"{Path(n).name[:16]}\n{r['digit'] if r['sure'] else '?' + str(r['digit'])} ({r['confidence']:.2f})"
-                  for n, r in zip(names, rows)]
+        titles = [
+            f"{Path(n).name[:16]}\n{r['digit'] if r['sure'] else '?' + str(r['digit'])} ({r['confidence']:.2f})"
+            for n, r in zip(names, rows, strict=True)
+        ]
         colors = ["black" if r["sure"] else "red" for r in rows]
         fig = figures.image_grid(np.stack(pixels), titles, "as the model sees them: digit (confidence)", colors)
         with atomic.atomic_path(args.save_grid) as tmp:
@@ -360,7 +448,18 @@ def _apply_preset(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    commands = {"params": _show_params, "preset": _apply_preset, "ui": _ui, "serve": _serve, "predict": _predict, "export": _export, "tune": _tune,
-                "stage": _stage, "stack": _stack, "app": _app, "feedback": _feedback}
+    commands = {
+        "params": _show_params,
+        "preset": _apply_preset,
+        "ui": _ui,
+        "serve": _serve,
+        "predict": _predict,
+        "export": _export,
+        "tune": _tune,
+        "stage": _stage,
+        "stack": _stack,
+        "app": _app,
+        "feedback": _feedback,
+    }
     trains_or_predicts = args.command in ("predict", "export", "app") or (args.command == "tune" and not args.apply)
     run_main(lambda: commands[args.command](args), tensorflow=trains_or_predicts)

@@ -8,9 +8,10 @@ silently falls back to a value written somewhere else.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 from ruamel.yaml import YAMLError
 
@@ -175,7 +176,7 @@ class CalibrationParams:
     bins: int  # of the expected calibration error and the reliability diagram
 
     def __post_init__(self) -> None:
-        _check(0 <= self.abstain_rate < 0.5, "calibration.abstain_rate", "must be in [0, 0.5) (0: never \"not sure\")")
+        _check(0 <= self.abstain_rate < 0.5, "calibration.abstain_rate", 'must be in [0, 0.5) (0: never "not sure")')
         _check(2 <= self.bins <= 100, "calibration.bins", "must be in [2, 100]")
 
 
@@ -190,7 +191,9 @@ class RegisterParams:
     def __post_init__(self) -> None:
         _check(0 <= self.min_test_accuracy <= 1, "register.min_test_accuracy", "must be in [0, 1]")
         _check(0 <= self.real_digits_tolerance <= 1, "register.real_digits_tolerance", "must be in [0, 1]")
-        _check(self.champion_alias != self.challenger_alias, "register.challenger_alias", "must differ from champion_alias")
+        _check(
+            self.champion_alias != self.challenger_alias, "register.challenger_alias", "must differ from champion_alias"
+        )
 
 
 @dataclass(frozen=True)
@@ -276,14 +279,21 @@ class TuneParams:
 def _check_search_param(key: str, spec: SearchParam) -> None:
     if spec.type == "categorical":
         _check(len(spec.choices) >= 1, key, "is categorical and needs a non-empty `choices` list")
-        _check(spec.low is None and spec.high is None and spec.step is None and not spec.log, key,
-               "is categorical: give `choices` only (no low, high, step or log)")
-        _check(len(set(map(repr, spec.choices))) == len(spec.choices), key, f"has repeated choices {list(spec.choices)}")
+        _check(
+            spec.low is None and spec.high is None and spec.step is None and not spec.log,
+            key,
+            "is categorical: give `choices` only (no low, high, step or log)",
+        )
+        _check(
+            len(set(map(repr, spec.choices))) == len(spec.choices), key, f"has repeated choices {list(spec.choices)}"
+        )
         return
     _check(not spec.choices, key, f"is {spec.type}: give low and high, not choices")
     _check(spec.low is not None and spec.high is not None, key, "needs both low and high")
     assert spec.low is not None and spec.high is not None
-    _check(spec.low < spec.high, key, f"has an empty or inverted range: low {spec.low:g} must be below high {spec.high:g}")
+    _check(
+        spec.low < spec.high, key, f"has an empty or inverted range: low {spec.low:g} must be below high {spec.high:g}"
+    )
     if spec.type == "int":
         ints = [v for v in (spec.low, spec.high, spec.step) if v is not None]
         _check(all(float(v).is_integer() for v in ints), key, "is int: low, high and step must be whole numbers")
@@ -292,7 +302,11 @@ def _check_search_param(key: str, spec: SearchParam) -> None:
         _check(spec.step is None or (spec.type == "int" and spec.step == 1), key, "cannot combine log with a step")
     if spec.step is not None:
         _check(spec.step > 0, key, "step must be positive")
-        _check(spec.step <= spec.high - spec.low, key, f"step {spec.step:g} is wider than the range {spec.low:g}..{spec.high:g}")
+        _check(
+            spec.step <= spec.high - spec.low,
+            key,
+            f"step {spec.step:g} is wider than the range {spec.low:g}..{spec.high:g}",
+        )
 
 
 @dataclass(frozen=True)
@@ -311,9 +325,14 @@ class Params:
             try:
                 lookup(to_dict(self), spec.param, any_index=True)
             except KeyError as exc:
-                raise ConfigError(f"tune.space.{name}.param {spec.param!r} is not a params key: {exc.args[0]}") from None
-            _check(spec.param.split(".")[0] in ("model", "train"), f"tune.space.{name}.param",
-                   f"must be under model or train, got {spec.param!r}")
+                raise ConfigError(
+                    f"tune.space.{name}.param {spec.param!r} is not a params key: {exc.args[0]}"
+                ) from None
+            _check(
+                spec.param.split(".")[0] in ("model", "train"),
+                f"tune.space.{name}.param",
+                f"must be under model or train, got {spec.param!r}",
+            )
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

@@ -44,7 +44,9 @@ def _read_gz(path: Path) -> bytes:
     except FileNotFoundError:
         raise DataError(f"{path} is missing; run the download stage (dvc repro download)") from None
     except (OSError, EOFError, zlib.error) as exc:
-        raise DataError(f"{path} is corrupt: not a readable gzip file ({exc}); delete it and re-run the download stage") from None
+        raise DataError(
+            f"{path} is corrupt: not a readable gzip file ({exc}); delete it and re-run the download stage"
+        ) from None
 
 
 def parse_idx_images(raw: bytes, source: str = "images") -> np.ndarray:

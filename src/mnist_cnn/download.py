@@ -21,8 +21,8 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import zlib
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 from mnist_cnn.atomic import atomic_path
 from mnist_cnn.config import MNIST_FILES, USPS_FILES, DataParams, UspsParams
@@ -130,7 +130,9 @@ def gunzip_sha256(path: Path, limit: int | None = None, dataset: Dataset = MNIST
             while chunk := fh.read(CHUNK):
                 size += len(chunk)
                 if size > limit:
-                    raise DataError(f"{path.name}: decompresses to more than {limit} bytes; too large for {dataset.file_kind}")
+                    raise DataError(
+                        f"{path.name}: decompresses to more than {limit} bytes; too large for {dataset.file_kind}"
+                    )
                 digest.update(chunk)
     except (OSError, EOFError, zlib.error) as exc:
         raise DataError(f"{path.name}: not a valid gzip file ({exc})") from None
@@ -215,7 +217,9 @@ def fetch_file(
                     except DataError as exc:
                         raise _Fatal(str(exc).split(": ", 1)[-1]) from None
                     if digest != expected_sha256:
-                        raise _Fatal(f"checksum mismatch: content sha256 {digest[:12]}..., expected {expected_sha256[:12]}...")
+                        raise _Fatal(
+                            f"checksum mismatch: content sha256 {digest[:12]}..., expected {expected_sha256[:12]}..."
+                        )
                 return FetchResult(name, mirror, size, raw_size, digest, time.monotonic() - start, attempts)
             except _Transient as exc:
                 if attempts < params.retries:
@@ -265,4 +269,3 @@ def _local(mirror: str) -> str:
     if mirror.startswith("file://"):
         return urllib.parse.unquote(urllib.parse.urlsplit(mirror).path)
     return mirror
-

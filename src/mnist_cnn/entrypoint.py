@@ -16,8 +16,8 @@ import os
 import sys
 import tempfile
 import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 from mnist_cnn.errors import MnistCnnError
 
@@ -35,7 +35,9 @@ def quiet_libraries() -> None:
         return
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"  # read by TensorFlow's native logging once loaded
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # bars for small local copies
-    warnings.filterwarnings("ignore", message=r".* is experimental \(supported from v")  # optuna.exceptions.ExperimentalWarning
+    warnings.filterwarnings(
+        "ignore", message=r".* is experimental \(supported from v"
+    )  # optuna.exceptions.ExperimentalWarning
     for name in ("mlflow", "alembic", "urllib3"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
@@ -46,7 +48,11 @@ def quiet_server(cmd: list[str], env: dict[str, str]) -> tuple[list[str], dict[s
     if verbose():
         return cmd, env
     ignored = ",".join(filter(None, [env.get("PYTHONWARNINGS"), "ignore:starlette.middleware.wsgi is deprecated"]))
-    return [*cmd, "--uvicorn-opts", "--log-level warning"], {**env, "MLFLOW_LOGGING_LEVEL": "WARNING", "PYTHONWARNINGS": ignored}
+    return [*cmd, "--uvicorn-opts", "--log-level warning"], {
+        **env,
+        "MLFLOW_LOGGING_LEVEL": "WARNING",
+        "PYTHONWARNINGS": ignored,
+    }
 
 
 @contextlib.contextmanager
@@ -75,6 +81,7 @@ def load_tensorflow() -> None:
     `I0000 ... cudart_stub`), so those lines are held back unless MNIST_CNN_VERBOSE is set."""
     if verbose() or "tensorflow" in sys.modules:
         import tensorflow  # noqa: F401
+
         return
     with _native_stderr_held():
         import tensorflow  # noqa: F401

@@ -11,8 +11,8 @@ import numpy as np
 from sklearn.metrics import classification_report, confusion_matrix
 
 from mnist_cnn import calibrate
-from mnist_runtime.calibration import Calibration
 from mnist_cnn.data import NUM_CLASSES, Split
+from mnist_runtime.calibration import Calibration
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,10 +57,26 @@ def evaluate_probabilities(y_true: np.ndarray, proba: np.ndarray, worst: int = 2
         r = rep[str(digit)]
         for stat, key in (("precision", "precision"), ("recall", "recall"), ("f1", "f1-score")):
             per_digit[f"test_{stat}_digit_{digit}"] = float(r[key])
-        rows.append({"class": str(digit), "precision": r["precision"], "recall": r["recall"], "f1": r["f1-score"], "support": int(r["support"])})
+        rows.append(
+            {
+                "class": str(digit),
+                "precision": r["precision"],
+                "recall": r["recall"],
+                "f1": r["f1-score"],
+                "support": int(r["support"]),
+            }
+        )
     for avg in ("macro avg", "weighted avg"):
         r = rep[avg]
-        rows.append({"class": avg, "precision": r["precision"], "recall": r["recall"], "f1": r["f1-score"], "support": int(r["support"])})
+        rows.append(
+            {
+                "class": avg,
+                "precision": r["precision"],
+                "recall": r["recall"],
+                "f1": r["f1-score"],
+                "support": int(r["support"]),
+            }
+        )
     wrong = np.flatnonzero(predicted != y_true)
     worst_idx = wrong[np.argsort(-confidence[wrong], kind="stable")][:worst]
     return Evaluation(
@@ -80,7 +96,9 @@ def feedback_metrics(model, split, batch_size: int = 1024) -> dict[str, float]:
     return {"feedback_accuracy": float(np.mean(predicted == split.y)), "feedback_images": float(len(split))}
 
 
-def calibration_metrics(prefix: str, proba: np.ndarray, y: np.ndarray, record: Calibration, bins: int) -> dict[str, float]:
+def calibration_metrics(
+    prefix: str, proba: np.ndarray, y: np.ndarray, record: Calibration, bins: int
+) -> dict[str, float]:
     """`<prefix>_ece` of the calibrated network and `_uncalibrated` (its temperature undone), and
     `<prefix>_not_sure`, the share of these digits it answers "not sure"."""
     raw = calibrate.rescale(proba, 1.0 / record.temperature)
@@ -105,8 +123,9 @@ class RealDigits:
     reliability: list[dict[str, float]]
 
 
-def real_digits(model, renderings: dict[str, Split], record: Calibration, bins: int, batch_size: int = 1024,
-                worst: int = 25) -> RealDigits:
+def real_digits(
+    model, renderings: dict[str, Split], record: Calibration, bins: int, batch_size: int = 1024, worst: int = 25
+) -> RealDigits:
     """`usps_accuracy` over all renderings and `usps_accuracy_<rendering>` each, calibration error
     and the "not sure" share."""
     metrics: dict[str, float] = {}
@@ -123,8 +142,13 @@ def real_digits(model, renderings: dict[str, Split], record: Calibration, bins: 
                **calibration_metrics("usps", proba, y, record, bins)}  # fmt: skip
     wrong = np.flatnonzero(predicted != y)
     return RealDigits(
-        metrics=metrics, x=x, y=y, rendering=[n for n, s in renderings.items() for _ in range(len(s))],
-        predicted=predicted, confidence=confidence, worst=wrong[np.argsort(-confidence[wrong], kind="stable")][:worst],
+        metrics=metrics,
+        x=x,
+        y=y,
+        rendering=[n for n, s in renderings.items() for _ in range(len(s))],
+        predicted=predicted,
+        confidence=confidence,
+        worst=wrong[np.argsort(-confidence[wrong], kind="stable")][:worst],
         reliability=calibrate.reliability(proba, y, bins),
     )
 

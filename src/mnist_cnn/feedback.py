@@ -27,16 +27,17 @@ import re
 import shutil
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from mnist_runtime import images
 from mnist_cnn.atomic import atomic_path, write_json, write_text
 from mnist_cnn.data import Split
 from mnist_cnn.errors import MnistCnnError
+from mnist_runtime import images
 
 MAX_SIDE = 560  # px: ample for a 28x28 digit, small on disk
 LABELS = tuple(str(d) for d in range(10))
@@ -70,8 +71,11 @@ class FeedbackStore:
     def files(self) -> list[Path]:
         """The images with one label: what training and evaluation use."""
         held, conflicting = _held(self.folder), _conflicting(self.folder)
-        return sorted(self.folder / labels[0] / f"{id_}.png" for id_, labels in held.items()
-                      if len(labels) == 1 and id_ not in conflicting)
+        return sorted(
+            self.folder / labels[0] / f"{id_}.png"
+            for id_, labels in held.items()
+            if len(labels) == 1 and id_ not in conflicting
+        )
 
     def save(self, image: bytes, label: int) -> Path:
         """Store `image` (PNG/JPEG/BMP bytes) as a `label` and return where it now is (under
@@ -160,8 +164,10 @@ def conflicts(folder: Path) -> list[Conflict]:
     folders hold twice (stored before conflicts were kept apart)."""
     folder = _existing(folder)
     conflicting = _conflicting(folder)
-    found = [Conflict(id_, _read_record(folder / CONFLICTS / f"{id_}.png"), folder / CONFLICTS / f"{id_}.png")
-             for id_ in sorted(conflicting)]
+    found = [
+        Conflict(id_, _read_record(folder / CONFLICTS / f"{id_}.png"), folder / CONFLICTS / f"{id_}.png")
+        for id_ in sorted(conflicting)
+    ]
     for id_, labels in _held(folder).items():
         if len(labels) > 1 and id_ not in conflicting:
             copies = [folder / label / f"{id_}.png" for label in labels]
@@ -178,8 +184,10 @@ def resolve(folder: Path, ident: str, label: int | str) -> Path:
         conflict = folder / CONFLICTS / f"{id_}.png"
         copies = [folder / held / f"{id_}.png" for held in _held(folder).get(id_, [])]
         if not conflict.exists() and len(copies) == 1:
-            raise FeedbackError(f"{id_} is no conflict: it is labelled {copies[0].parent.name}; "
-                                f"`mnist-cnn feedback relabel {id_} LABEL` moves it to another label")
+            raise FeedbackError(
+                f"{id_} is no conflict: it is labelled {copies[0].parent.name}; "
+                f"`mnist-cnn feedback relabel {id_} LABEL` moves it to another label"
+            )
         target = _placed(conflict if conflict.exists() else copies[0], folder / label / f"{id_}.png")
         for copy in copies:
             if copy != target:
@@ -197,8 +205,10 @@ def relabel(folder: Path, ident: str, label: int | str) -> Path:
         id_ = _find(folder, ident)
         held = _held(folder).get(id_, [])
         if id_ in _conflicting(folder) or len(held) > 1:
-            raise FeedbackError(f"{id_} is a conflict (see `mnist-cnn feedback list`); "
-                                f"`mnist-cnn feedback accept {id_} LABEL` files it under a label")
+            raise FeedbackError(
+                f"{id_} is a conflict (see `mnist-cnn feedback list`); "
+                f"`mnist-cnn feedback accept {id_} LABEL` files it under a label"
+            )
         source = folder / held[0] / f"{id_}.png"
         target = _placed(source, folder / label / f"{id_}.png")
         if source != target:
@@ -226,8 +236,10 @@ def _conflicting(folder: Path) -> set[str]:
 def _existing(folder: Path) -> Path:
     folder = Path(folder)
     if not folder.is_dir():
-        raise FeedbackError(f"no feedback folder {folder}: `mnist-cnn app` creates it with the first correction; "
-                            "give --dir if it lives elsewhere")
+        raise FeedbackError(
+            f"no feedback folder {folder}: `mnist-cnn app` creates it with the first correction; "
+            "give --dir if it lives elsewhere"
+        )
     return folder
 
 
@@ -241,14 +253,20 @@ def _find(folder: Path, ident: str) -> str:
     """The one id in `folder` that `ident` (an id, a prefix of 4 or more, or `<dir>/<id>.png`) names."""
     text = Path(str(ident)).name.lower().removesuffix(".png")
     if not _ID.fullmatch(text):
-        raise FeedbackError(f"{ident!r} is not an image id: give its 16 hex characters or a unique prefix "
-                            "of at least 4 (`mnist-cnn feedback list` shows the conflicts' ids)")
+        raise FeedbackError(
+            f"{ident!r} is not an image id: give its 16 hex characters or a unique prefix "
+            "of at least 4 (`mnist-cnn feedback list` shows the conflicts' ids)"
+        )
     matches = sorted(id_ for id_ in {*_held(folder), *_conflicting(folder)} if id_.startswith(text))
     if not matches:
-        raise FeedbackError(f"no feedback image with id {text} in {folder}: `mnist-cnn feedback list --dir {folder}` "
-                            "shows the conflicts; a labelled image's id is its file name in <label>/")
+        raise FeedbackError(
+            f"no feedback image with id {text} in {folder}: `mnist-cnn feedback list --dir {folder}` "
+            "shows the conflicts; a labelled image's id is its file name in <label>/"
+        )
     if len(matches) > 1:
-        raise FeedbackError(f"id {text} is ambiguous in {folder}: {', '.join(matches)} all start with it; give more characters")
+        raise FeedbackError(
+            f"id {text} is ambiguous in {folder}: {', '.join(matches)} all start with it; give more characters"
+        )
     return matches[0]
 
 
@@ -277,7 +295,7 @@ def _placed(source: Path, target: Path) -> Path:
 
 def _time(seconds: float | None = None) -> str:
     """UTC, to the second: now, or `seconds` since the epoch."""
-    when = datetime.datetime.fromtimestamp(time.time() if seconds is None else seconds, datetime.timezone.utc)
+    when = datetime.datetime.fromtimestamp(time.time() if seconds is None else seconds, datetime.UTC)
     return when.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -303,11 +321,14 @@ def _read_record(image: Path) -> dict[str, dict[str, Any]]:
     except FileNotFoundError:
         return {}
     except (ValueError, KeyError, TypeError) as exc:
-        raise FeedbackError(f"{record} is not a conflict record ({exc}); delete it: its image stays a conflict, "
-                            "with no labels listed") from None
+        raise FeedbackError(
+            f"{record} is not a conflict record ({exc}); delete it: its image stays a conflict, with no labels listed"
+        ) from None
     if not isinstance(labels, dict) or not all(isinstance(v, dict) for v in labels.values()):
-        raise FeedbackError(f"{record}: \"labels\" must map each label to its count and times; delete it: its image "
-                            "stays a conflict, with no labels listed")
+        raise FeedbackError(
+            f'{record}: "labels" must map each label to its count and times; delete it: its image '
+            "stays a conflict, with no labels listed"
+        )
     return labels
 
 
@@ -318,4 +339,7 @@ def _write_record(image: Path, labels: dict[str, dict[str, Any]]) -> None:
 def _gitignored(folder: Path) -> None:
     ignore = folder / ".gitignore"
     if not ignore.exists():
-        write_text(ignore, "# conflicting feedback images (mnist-cnn feedback list): never committed, like the label folders\n*\n")
+        write_text(
+            ignore,
+            "# conflicting feedback images (mnist-cnn feedback list): never committed, like the label folders\n*\n",
+        )

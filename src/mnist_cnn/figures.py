@@ -3,7 +3,7 @@ GUI backend is touched and nothing global changes."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -74,8 +74,15 @@ def confusion_matrix(matrix: np.ndarray, title: str = "Confusion matrix (test se
     for i in range(matrix.shape[0]):
         for j in range(matrix.shape[1]):
             if matrix[i, j]:
-                ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=7,
-                        color="white" if shown[i, j] > threshold else "black")
+                ax.text(
+                    j,
+                    i,
+                    str(matrix[i, j]),
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if shown[i, j] > threshold else "black",
+                )
     ax.set_xticks(range(10))
     ax.set_yticks(range(10))
     ax.set_xlabel("predicted digit")
@@ -93,21 +100,32 @@ def training_samples(x: np.ndarray, y: np.ndarray, n: int = 40) -> Figure:
 def sample_predictions(x: np.ndarray, y: np.ndarray, predicted: np.ndarray, confidence: np.ndarray, n: int) -> Figure:
     """The first `n` test images with prediction, confidence and truth; mistakes in red."""
     n = min(n, len(y))
-    titles = [f"pred {p} ({c:.0%})\ntrue {t}" for p, c, t in zip(predicted[:n], confidence[:n], y[:n])]
-    colors = ["green" if p == t else "red" for p, t in zip(predicted[:n], y[:n])]
+    titles = [f"pred {p} ({c:.0%})\ntrue {t}" for p, c, t in zip(predicted[:n], confidence[:n], y[:n], strict=True)]
+    colors = ["green" if p == t else "red" for p, t in zip(predicted[:n], y[:n], strict=True)]
     return image_grid(x[:n], titles, "Sample test predictions", colors=colors)
 
 
-def worst_predictions(x: np.ndarray, y: np.ndarray, predicted: np.ndarray, confidence: np.ndarray, worst: np.ndarray,
-                      what: str = "", labels: Sequence[str] | None = None) -> Figure:
+def worst_predictions(
+    x: np.ndarray,
+    y: np.ndarray,
+    predicted: np.ndarray,
+    confidence: np.ndarray,
+    worst: np.ndarray,
+    what: str = "",
+    labels: Sequence[str] | None = None,
+) -> Figure:
     """The most confident mistakes (indices `worst`), worst first; `labels` names each image's source."""
     errors = int(np.sum(predicted != y))
-    titles = [f"pred {predicted[i]} ({confidence[i]:.0%})\ntrue {y[i]}" + (f" {labels[i]}" if labels else "") for i in worst]
+    titles = [
+        f"pred {predicted[i]} ({confidence[i]:.0%})\ntrue {y[i]}" + (f" {labels[i]}" if labels else "") for i in worst
+    ]
     suptitle = f"Most confident mistakes{' ' + what if what else ''} ({errors} errors in {len(y)})"
     return image_grid(x[worst], titles, suptitle, colors=["red"] * len(worst))
 
 
-def reliability_diagram(tables: dict[str, Sequence[dict[str, float]]], title: str = "Reliability (calibrated)") -> Figure:
+def reliability_diagram(
+    tables: dict[str, Sequence[dict[str, float]]], title: str = "Reliability (calibrated)"
+) -> Figure:
     """Accuracy against confidence per bin for each set, with the diagonal a calibrated model
     follows; below, the images per bin (log scale), since a bin of three images says little."""
     fig = _figure(5, 6)

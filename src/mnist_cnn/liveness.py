@@ -45,7 +45,10 @@ def reap_stale_runs(experiment_id: str) -> list[str]:
     client = MlflowClient()
     try:
         running = client.search_runs(
-            [experiment_id], filter_string="attributes.status = 'RUNNING'", run_view_type=ViewType.ACTIVE_ONLY, max_results=1000
+            [experiment_id],
+            filter_string="attributes.status = 'RUNNING'",
+            run_view_type=ViewType.ACTIVE_ONLY,
+            max_results=1000,
         )
     except Exception:  # never block a run on housekeeping
         return []

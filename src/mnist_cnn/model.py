@@ -46,7 +46,9 @@ def build_model(params: ModelParams, seed: int = 42) -> keras.Model:
 
     x = layers.Flatten(name="flatten")(x)
     for d, units in enumerate(params.dense_units, start=1):
-        x = layers.Dense(units, use_bias=not params.batch_norm, activation=None if params.batch_norm else "relu", name=f"dense{d}")(x)
+        x = layers.Dense(
+            units, use_bias=not params.batch_norm, activation=None if params.batch_norm else "relu", name=f"dense{d}"
+        )(x)
         if params.batch_norm:
             x = layers.BatchNormalization(name=f"dense{d}_bn")(x)
             x = layers.Activation("relu", name=f"dense{d}_relu")(x)

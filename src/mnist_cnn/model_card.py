@@ -5,7 +5,7 @@ version's description."""
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 
 def _pct(value: float | None) -> str:
@@ -13,24 +13,35 @@ def _pct(value: float | None) -> str:
 
 
 def summary(metrics: Mapping[str, float]) -> str:
-    return (f"test_accuracy {metrics['test_accuracy']:.4f}, usps_accuracy {metrics.get('usps_accuracy', float('nan')):.4f}, "
-            f"ece test {metrics.get('test_ece', float('nan')):.4f} / usps {metrics.get('usps_ece', float('nan')):.4f}")
+    return (
+        f"test_accuracy {metrics['test_accuracy']:.4f}, usps_accuracy {metrics.get('usps_accuracy', float('nan')):.4f}, "
+        f"ece test {metrics.get('test_ece', float('nan')):.4f} / usps {metrics.get('usps_ece', float('nan')):.4f}"
+    )
 
 
-def render(name: str, version: int, metrics: Mapping[str, float], train: Mapping[str, float], checksums: Mapping[str, str],
-           describe: str, decision: str) -> str:
+def render(
+    name: str,
+    version: int,
+    metrics: Mapping[str, float],
+    train: Mapping[str, float],
+    checksums: Mapping[str, str],
+    describe: str,
+    decision: str,
+) -> str:
     """The card of `name` version `version`: `metrics` from the evaluate stage, `train` from the
     train stage, `checksums` of the data it was trained and measured on."""
     m = metrics.get
-    renderings = sorted((k[len("usps_accuracy_"):], v) for k, v in metrics.items() if k.startswith("usps_accuracy_"))
-    weakest_digits = sorted((v, k.rsplit("_", 1)[-1]) for k, v in metrics.items() if k.startswith("test_recall_digit_"))[:3]
+    renderings = sorted((k[len("usps_accuracy_") :], v) for k, v in metrics.items() if k.startswith("usps_accuracy_"))
+    weakest_digits = sorted(
+        (v, k.rsplit("_", 1)[-1]) for k, v in metrics.items() if k.startswith("test_recall_digit_")
+    )[:3]
     lines = [
         f"# {name} version {version}",
         "",
         f"{describe}. Registry gate: {decision}.",
         "",
         "## Accuracy",
-        "| set | accuracy | answered \"not sure\" |",
+        '| set | accuracy | answered "not sure" |',
         "|---|---|---|",
         f"| MNIST test (10,000) | {_pct(m('test_accuracy'))} | {_pct(m('test_not_sure'))} |",
         f"| USPS test, all renderings ({int(m('usps_images', 0)):,}) | {_pct(m('usps_accuracy'))} | {_pct(m('usps_not_sure'))} |",
@@ -45,12 +56,17 @@ def render(name: str, version: int, metrics: Mapping[str, float], train: Mapping
         f"| MNIST test | {_pct(m('test_ece_uncalibrated'))} | {_pct(m('test_ece'))} |",
         f"| USPS | {_pct(m('usps_ece_uncalibrated'))} | {_pct(m('usps_ece'))} |",
         "",
-        f"\"Not sure\" below confidence {train.get('abstain_threshold', 0.0):.3f} (chosen on validation).",
+        f'"Not sure" below confidence {train.get("abstain_threshold", 0.0):.3f} (chosen on validation).',
         "",
         "## Known misreads",
         "- weakest digits on MNIST test (recall): " + ", ".join(f"{d} ({_pct(v)})" for v, d in weakest_digits),
-        *([f"- weakest USPS rendering: {min(renderings, key=lambda r: r[1])[0]} ({_pct(min(v for _, v in renderings))})"]
-          if renderings else []),
+        *(
+            [
+                f"- weakest USPS rendering: {min(renderings, key=lambda r: r[1])[0]} ({_pct(min(v for _, v in renderings))})"
+            ]
+            if renderings
+            else []
+        ),
         "- the most confident mistakes: `evaluation/worst_predictions.png` and `evaluation/usps_worst.png` in this run",
         "",
         "## Training",

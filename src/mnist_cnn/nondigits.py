@@ -20,10 +20,23 @@ from mnist_runtime import images, paper
 KINDS = ("letters", "symbols", "shapes", "scribbles", "noise", "textures")
 SPLITS = ("train", "test")
 
-_DEJAVU = ("Sans", "Sans-Bold", "Sans-Oblique", "Sans-BoldOblique", "SansMono", "SansMono-Bold", "SansMono-Oblique",
-           "SansMono-BoldOblique", "Serif", "Serif-Bold", "Serif-Italic", "Serif-BoldItalic")
+_DEJAVU = (
+    "Sans",
+    "Sans-Bold",
+    "Sans-Oblique",
+    "Sans-BoldOblique",
+    "SansMono",
+    "SansMono-Bold",
+    "SansMono-Oblique",
+    "SansMono-BoldOblique",
+    "Serif",
+    "Serif-Bold",
+    "Serif-Italic",
+    "Serif-BoldItalic",
+)
 FONTS = {
-    "train": tuple(f"DejaVu{f}.ttf" for f in _DEJAVU) + tuple(f"cm{f}10.ttf" for f in ("r", "b", "ss", "ti", "tt", "mi")),
+    "train": tuple(f"DejaVu{f}.ttf" for f in _DEJAVU)
+    + tuple(f"cm{f}10.ttf" for f in ("r", "b", "ss", "ti", "tt", "mi")),
     "test": ("STIXGeneral.ttf", "STIXGeneralBol.ttf", "STIXGeneralItalic.ttf", "STIXGeneralBolIta.ttf"),
 }
 # Read as 0 (OoQDUuCc), 1 (IlijJfrt), 2 (Zz), 4 (Yy), 5 (Ss), 6 (bG), 7 (T), 8 (B), 9 (gqad).

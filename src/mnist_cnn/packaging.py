@@ -25,8 +25,15 @@ def serving_requirements() -> list[str]:
 
 def output_signature() -> ModelSignature:
     return ModelSignature(
-        outputs=Schema([ColSpec("long", "digit"), ColSpec("double", "confidence"), ColSpec(Array("double"), "probabilities"),
-                        ColSpec("boolean", "sure"), ColSpec("string", "answer")])
+        outputs=Schema(
+            [
+                ColSpec("long", "digit"),
+                ColSpec("double", "confidence"),
+                ColSpec(Array("double"), "probabilities"),
+                ColSpec("boolean", "sure"),
+                ColSpec("string", "answer"),
+            ]
+        )
     )
 
 

@@ -33,7 +33,9 @@ def available(directory: Path | None = None) -> list[str]:
 def _read_file(name: str, directory: Path) -> dict[str, Any]:
     path = directory / f"{name}.yaml"
     if not path.is_file():
-        raise ConfigError(f"unknown preset {name!r}; available: {', '.join(available(directory)) or 'none'} (in {directory})")
+        raise ConfigError(
+            f"unknown preset {name!r}; available: {', '.join(available(directory)) or 'none'} (in {directory})"
+        )
     raw = read_yaml(path, what="preset")
     if not set(raw) <= set(SECTIONS):
         raise ConfigError(f"preset {path} may only have the sections {list(SECTIONS)}, found {sorted(raw)}")
@@ -60,13 +62,17 @@ def read(name: str, directory: Path | None = None) -> dict[str, Any]:
     return raw
 
 
-def load(name: str, overrides: list[str] | None = None, directory: Path | None = None) -> tuple[ModelParams, TrainParams]:
+def load(
+    name: str, overrides: list[str] | None = None, directory: Path | None = None
+) -> tuple[ModelParams, TrainParams]:
     """The preset's validated (model, train) params, with optional `section.key=value` overrides."""
     raw = read(name, directory)
     if overrides:
         raw = apply_overrides(raw, overrides)
     try:
-        return from_mapping(ModelParams, raw.get("model", {}), "model"), from_mapping(TrainParams, raw.get("train", {}), "train")
+        return from_mapping(ModelParams, raw.get("model", {}), "model"), from_mapping(
+            TrainParams, raw.get("train", {}), "train"
+        )
     except ConfigError as exc:
         raise ConfigError(f"preset {name}: {exc}") from None
 

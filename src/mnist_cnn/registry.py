@@ -10,8 +10,9 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any
 
 import mlflow
 from mlflow import MlflowClient
@@ -22,7 +23,6 @@ from mnist_cnn.config import Params, RegisterParams
 from mnist_cnn.entrypoint import verbose
 from mnist_cnn.errors import TrackingError
 from mnist_cnn.schema import to_dict
-
 
 LOCK_SUFFIX = ".gate-lock"
 REGISTRATION_CHATTER = ("Successfully registered model", "Created version")  # mlflow.register_model's prints
@@ -46,7 +46,8 @@ def gate_lock(name: str, timeout: float = 600.0, stale_after: float = 300.0) -> 
     while True:
         try:
             client.create_registered_model(
-                lock, tags={_OWNER: liveness.owner_token(), _SINCE: f"{time.time():.3f}"},
+                lock,
+                tags={_OWNER: liveness.owner_token(), _SINCE: f"{time.time():.3f}"},
                 description=f"held while a process registers {name}; delete it if left behind by a crash",
             )
             break
@@ -55,8 +56,10 @@ def gate_lock(name: str, timeout: float = 600.0, stale_after: float = 300.0) -> 
                 raise
         _break_if_stale(client, lock, stale_after)
         if time.monotonic() > deadline:
-            raise TrackingError(f"the registry gate of {name} stayed locked for {timeout:.0f}s (registered model {lock}); "
-                                "another registration is running, or delete that registered model if its process died")
+            raise TrackingError(
+                f"the registry gate of {name} stayed locked for {timeout:.0f}s (registered model {lock}); "
+                "another registration is running, or delete that registered model if its process died"
+            )
         time.sleep(0.5)
     try:
         yield
@@ -134,21 +137,37 @@ def _metric(version, name: str = "test_accuracy") -> float | None:
 GATED = ("test_", "usps_", "nondigits_")  # metric prefixes a version is tagged with (not the per-digit ones)
 
 
-def decide(metrics: Mapping[str, float], champion: Mapping[str, float | None] | None, params: RegisterParams) -> tuple[bool, str, str]:
+def decide(
+    metrics: Mapping[str, float], champion: Mapping[str, float | None] | None, params: RegisterParams
+) -> tuple[bool, str, str]:
     """Whether a new version becomes champion, the rule that decided, and why (one line).
     `champion` holds the current champion's `test_accuracy` and `usps_accuracy` (None if unknown)."""
     accuracy, real = float(metrics["test_accuracy"]), metrics.get("usps_accuracy")
     if accuracy < params.min_test_accuracy:
-        return False, "min_test_accuracy", f"test_accuracy {accuracy:.4f} is below the minimum {params.min_test_accuracy:.4f}"
+        return (
+            False,
+            "min_test_accuracy",
+            f"test_accuracy {accuracy:.4f} is below the minimum {params.min_test_accuracy:.4f}",
+        )
     if champion is None:
         return True, "first", "no champion yet"
     their, their_real = champion.get("test_accuracy"), champion.get("usps_accuracy")
     if real is not None and their_real is not None and real < their_real - params.real_digits_tolerance:
-        return False, "real_digits", (f"usps_accuracy {real:.4f} is more than {params.real_digits_tolerance:.4f} below the "
-                                      f"champion's {their_real:.4f}, whatever its test_accuracy")
+        return (
+            False,
+            "real_digits",
+            (
+                f"usps_accuracy {real:.4f} is more than {params.real_digits_tolerance:.4f} below the "
+                f"champion's {their_real:.4f}, whatever its test_accuracy"
+            ),
+        )
     if their is not None and accuracy < their:
         return False, "test_accuracy", f"test_accuracy {accuracy:.4f} is below the champion's {their:.4f}"
-    return True, "test_accuracy", f"test_accuracy {accuracy:.4f} >= champion's {their:.4f}" if their is not None else "champion unscored"
+    return (
+        True,
+        "test_accuracy",
+        f"test_accuracy {accuracy:.4f} >= champion's {their:.4f}" if their is not None else "champion unscored",
+    )
 
 
 def register(
@@ -220,7 +239,11 @@ def _register(
         champion = alias_version(name, params.champion_alias)
         previous = None
         if champion is not None and champion.version != version.version:
-            previous = {"version": int(champion.version), "test_accuracy": _metric(champion), "usps_accuracy": _metric(champion, "usps_accuracy")}
+            previous = {
+                "version": int(champion.version),
+                "test_accuracy": _metric(champion),
+                "usps_accuracy": _metric(champion, "usps_accuracy"),
+            }
         if champion is not None and champion.version == version.version:
             promoted, rule, reason = True, "already", "already the champion"
         else:

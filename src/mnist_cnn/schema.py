@@ -9,8 +9,9 @@ import dataclasses
 import io
 import types
 import typing
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Literal, Mapping
+from typing import Any, Literal
 
 from ruamel.yaml import YAML, YAMLError
 

@@ -13,8 +13,9 @@ import urllib.error
 import urllib.request
 import uuid
 import warnings
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 import mlflow
 import mlflow.data
@@ -60,7 +61,9 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
         except urllib.error.HTTPError as exc:
             if exc.code in (401, 403):
                 return  # reachable; credentials are MLflow's business (MLFLOW_TRACKING_USERNAME/PASSWORD)
-            raise TrackingError(f"MLflow tracking server {uri} answered HTTP {exc.code} on /health; check MLFLOW_TRACKING_URI") from None
+            raise TrackingError(
+                f"MLflow tracking server {uri} answered HTTP {exc.code} on /health; check MLFLOW_TRACKING_URI"
+            ) from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise TrackingError(
@@ -152,7 +155,12 @@ def pipeline_run(experiment_id: str, pipeline: str, root: Path) -> str:
         found = client.search_runs([experiment_id], filter_string=query, max_results=1)
         if found:
             return found[0].info.run_id
-        tags = {TAG_STAGE: "pipeline", TAG_PIPELINE: pipeline, **git_state(root), TAG_NOTE: "dvc repro: the stages nest here"}
+        tags = {
+            TAG_STAGE: "pipeline",
+            TAG_PIPELINE: pipeline,
+            **git_state(root),
+            TAG_NOTE: "dvc repro: the stages nest here",
+        }
         run = client.create_run(experiment_id, run_name=f"pipeline-{pipeline}", tags=tags)
         client.set_terminated(run.info.run_id, "FINISHED")
         return run.info.run_id
@@ -160,7 +168,9 @@ def pipeline_run(experiment_id: str, pipeline: str, root: Path) -> str:
 
 def git_state(root: Path) -> dict[str, str]:
     def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        return subprocess.run(
+            ["git", *args], cwd=root, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
 
     try:
         commit = git("rev-parse", "HEAD")
@@ -178,20 +188,31 @@ def stage_run(
     with MLflow's system metrics (CPU, memory, disk, GPU) when asked. It ends FINISHED on
     success and FAILED (KILLED on Ctrl-C) on any error."""
     shared = _shared_pipeline_id()
-    tags = {TAG_STAGE: stage, TAG_PIPELINE: shared or uuid.uuid4().hex[:12], **git_state(root), TAG_OWNER: liveness.owner_token()}
+    tags = {
+        TAG_STAGE: stage,
+        TAG_PIPELINE: shared or uuid.uuid4().hex[:12],
+        **git_state(root),
+        TAG_OWNER: liveness.owner_token(),
+    }
     liveness.reap_stale_runs(experiment_id)
     parent = None
     if run_id:
         run = mlflow.start_run(run_id=run_id)
-        mlflow.set_tags({f"{TAG_STAGE}.{stage}": "done", f"{TAG_PIPELINE}.{stage}": tags[TAG_PIPELINE], TAG_OWNER: tags[TAG_OWNER]})
+        mlflow.set_tags(
+            {f"{TAG_STAGE}.{stage}": "done", f"{TAG_PIPELINE}.{stage}": tags[TAG_PIPELINE], TAG_OWNER: tags[TAG_OWNER]}
+        )
     elif os.environ.get("MLFLOW_RUN_ID"):  # launched by `mlflow run`: log into its run
         run = mlflow.start_run(log_system_metrics=system_metrics or None)
         mlflow.set_tags(tags)
     else:
         parent = pipeline_run(experiment_id, shared, root) if shared else None
         run = mlflow.start_run(
-            experiment_id=experiment_id, run_name=f"{stage}-{tags[TAG_PIPELINE]}", tags=tags, parent_run_id=parent,
-            log_system_metrics=system_metrics or None,  # None: MLflow's own setting (MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING)
+            experiment_id=experiment_id,
+            run_name=f"{stage}-{tags[TAG_PIPELINE]}",
+            tags=tags,
+            parent_run_id=parent,
+            log_system_metrics=system_metrics
+            or None,  # None: MLflow's own setting (MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING)
         )
     status = "FINISHED"
     try:
@@ -237,7 +258,9 @@ def log_table(rows: list[dict[str, Any]], artifact_file: str) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         csv = Path(tmp) / (Path(artifact_file).stem + ".csv")
         frame.to_csv(csv, index=False)
-        mlflow.log_artifact(str(csv), str(Path(artifact_file).parent) if Path(artifact_file).parent != Path(".") else None)
+        mlflow.log_artifact(
+            str(csv), str(Path(artifact_file).parent) if Path(artifact_file).parent != Path(".") else None
+        )
 
 
 def log_epoch(epoch: int, row: dict[str, float]) -> None:
@@ -261,7 +284,9 @@ def run_info(run: Any, model_info: Any) -> dict[str, str]:
 def ui_links(base_url: str, experiment_id: str | None, model_name: str) -> dict[str, str]:
     """Links into an MLflow UI at base_url that open on the model-training view."""
     base = base_url.rstrip("/")
-    runs = f"{base}/#/experiments/{experiment_id}/runs?{ML_VIEW}" if experiment_id else f"{base}/#/experiments?{ML_VIEW}"
+    runs = (
+        f"{base}/#/experiments/{experiment_id}/runs?{ML_VIEW}" if experiment_id else f"{base}/#/experiments?{ML_VIEW}"
+    )
     return {"runs": runs, "models": f"{base}/#/models/{model_name}?{ML_VIEW}"}
 
 
@@ -285,7 +310,13 @@ def log_training_inputs(params: Params, data_dir: Path, splits: dict[str, Split]
     })  # fmt: skip
     mlflow.set_tags({f"data.sha256.{k}": v for k, v in checksums.items()})
     for name, split in splits.items():
-        log_dataset(split, name, Path(data_dir) / f"{name}.npz", checksums[name], "training" if name == "train" else "validation")
+        log_dataset(
+            split,
+            name,
+            Path(data_dir) / f"{name}.npz",
+            checksums[name],
+            "training" if name == "train" else "validation",
+        )
 
 
 def read_run_info(path: str | Path) -> dict[str, str]:

@@ -9,8 +9,8 @@ import hashlib
 import json
 import math
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import keras
 import numpy as np
@@ -227,7 +227,11 @@ def train(
         _epoch_callback(record, timings),  # before the backup: a resumed epoch replaces its row
         keras.callbacks.BackupAndRestore(str(work_dir / "backup"), delete_checkpoint=True),
         keras.callbacks.ModelCheckpoint(
-            str(best_path), monitor="val_accuracy", mode="max", save_best_only=True, save_weights_only=True,
+            str(best_path),
+            monitor="val_accuracy",
+            mode="max",
+            save_best_only=True,
+            save_weights_only=True,
             initial_value_threshold=best_so_far,
         ),
     ]
@@ -282,9 +286,9 @@ def calibrate(model, val_split: Split, params: CalibrationParams, batch_size: in
     """The network with its validation-fitted temperature baked in, its calibration record, and
     the figures of the fit (`temperature`, `abstain_threshold`, `val_ece` before and after)."""
     from mnist_cnn.calibrate import abstain_threshold, ece, fit_temperature, rescale
-    from mnist_runtime.calibration import Calibration
     from mnist_cnn.evaluation import predict_proba
     from mnist_cnn.model import with_temperature
+    from mnist_runtime.calibration import Calibration
 
     raw = predict_proba(model, val_split.x, batch_size)
     temperature = fit_temperature(raw, val_split.y)

@@ -15,15 +15,15 @@ from __future__ import annotations
 import gzip
 import io
 import zlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from PIL import Image
 
-from mnist_runtime import images
 from mnist_cnn.data import Split
 from mnist_cnn.errors import DataError
+from mnist_runtime import images
 
 SIDE = 16
 TEST, TRAIN = "zip.test", "zip.train"
@@ -36,7 +36,9 @@ def parse(text: str, source: str = "usps") -> tuple[np.ndarray, np.ndarray]:
         raise DataError(f"{source}: no digits in the file")
     bad = next((i for i, r in enumerate(rows) if len(r) != 1 + SIDE * SIDE), None)
     if bad is not None:
-        raise DataError(f"{source}: line {bad + 1} has {len(rows[bad])} values, expected a label and {SIDE * SIDE} pixels")
+        raise DataError(
+            f"{source}: line {bad + 1} has {len(rows[bad])} values, expected a label and {SIDE * SIDE} pixels"
+        )
     try:
         values = np.array(rows, dtype=np.float32)
     except ValueError as exc:

@@ -29,7 +29,9 @@ class Calibration:
 
     def answers(self, proba: np.ndarray) -> list[str]:
         """Each image's answer: its top digit, or NOT_SURE under the threshold."""
-        return [str(d) if s else NOT_SURE for d, s in zip(np.asarray(proba).argmax(axis=1), self.sure(proba))]
+        return [
+            str(d) if s else NOT_SURE for d, s in zip(np.asarray(proba).argmax(axis=1), self.sure(proba), strict=True)
+        ]
 
 
 NONE = Calibration(temperature=1.0, abstain_below=0.0)  # a network calibrated by nothing

@@ -77,7 +77,9 @@ def from_pixels_b64(values: Any) -> np.ndarray:
         if not isinstance(text, str):
             raise RequestError(f"{PIXELS_COLUMN} item {i} must be a base64 string, got {type(text).__name__}")
         if len(text) > (MAX_BATCH * 784 * 4) // 3 + 4:
-            raise RequestError(f"{PIXELS_COLUMN} item {i} holds more images than the limit of {MAX_BATCH}; split the request")
+            raise RequestError(
+                f"{PIXELS_COLUMN} item {i} holds more images than the limit of {MAX_BATCH}; split the request"
+            )
         try:
             raw = base64.b64decode(text, validate=True)
         except (binascii.Error, ValueError) as exc:

@@ -72,7 +72,9 @@ def install() -> bool:
     if found:
         _logger.error(
             "mnist_cnn: the scoring server of MLflow %s changed (%s); its request guard is OFF: bodies over %d bytes, "
-            "a missing Content-Type and deeply nested JSON are answered as MLflow does", version("mlflow"), "; ".join(found),
+            "a missing Content-Type and deeply nested JSON are answered as MLflow does",
+            version("mlflow"),
+            "; ".join(found),
             MAX_BODY_BYTES,
         )
         return False

@@ -4,8 +4,8 @@ this module loads TensorFlow."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import keras
 import mlflow.pyfunc

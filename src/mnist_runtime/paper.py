@@ -29,8 +29,6 @@ def stroke_width(mask: np.ndarray) -> float:
     return 2.0 * float(np.median(ridge)) if ridge.size else 1.0
 
 
-
-
 def border(gray: np.ndarray) -> np.ndarray:
     return np.concatenate([gray[0], gray[-1], gray[1:-1, 0], gray[1:-1, -1]])
 
@@ -91,7 +89,7 @@ def even_light(gray: np.ndarray, dark: bool) -> np.ndarray:
         return gray
     if k > 1:
         paper = ndimage.zoom(paper, (light.shape[0] / paper.shape[0], light.shape[1] / paper.shape[1]), order=1)
-        paper = np.pad(paper, [(0, max(0, a - b)) for a, b in zip(light.shape, paper.shape)], mode="edge")
+        paper = np.pad(paper, [(0, max(0, a - b)) for a, b in zip(light.shape, paper.shape, strict=True)], mode="edge")
         paper = paper[: light.shape[0], : light.shape[1]]
     return np.clip(1.0 - light / np.maximum(paper, 1.0), 0.0, 1.0) * 255.0
 
@@ -132,7 +130,9 @@ def only_the_digit(ink: np.ndarray) -> np.ndarray:
     """Keep the digit's connected components: marks touching the border (shadow wedges, page
     edges) go when the digit lies inside, and so do specks."""
     mask = ink > INK_LEVEL * float(ink.max())
-    joined = ndimage.binary_dilation(mask, iterations=max(1, round(0.01 * max(ink.shape))))  # a broken stroke is one mark
+    joined = ndimage.binary_dilation(
+        mask, iterations=max(1, round(0.01 * max(ink.shape)))
+    )  # a broken stroke is one mark
     labels, n = ndimage.label(joined, structure=np.ones((3, 3)))
     if n <= 1:
         return ink

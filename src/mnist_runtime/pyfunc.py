@@ -12,9 +12,8 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
-from mnist_runtime import calibration
+from mnist_runtime import calibration, guard
 from mnist_runtime.calibration import Calibration
-from mnist_runtime import guard
 from mnist_runtime.decode import RequestError, to_model_input
 from mnist_runtime.network import Classifier
 

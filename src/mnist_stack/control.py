@@ -60,6 +60,8 @@ def status(folder: Path) -> dict[str, object]:
         "folder": str(folder),
         "settings": settings,
         "postgresql": settings is not None and (folder / "pgdata").is_dir() and postgres.running(folder),
-        "mlflow": pid is not None and settings is not None and mlflow_server.healthy(f"http://127.0.0.1:{settings.mlflow_port}"),
+        "mlflow": pid is not None
+        and settings is not None
+        and mlflow_server.healthy(f"http://127.0.0.1:{settings.mlflow_port}"),
         "mlflow_pid": pid,
     }

@@ -41,18 +41,41 @@ def healthy(url: str, timeout: float = 2.0) -> bool:
 
 def start(folder: Path, settings: Settings, timeout: float = 180.0) -> None:
     if not port_free(settings.host, settings.mlflow_port):
-        raise StackError(f"port {settings.mlflow_port} on {settings.host} is taken (an `mlflow ui`?); pass --mlflow-port")
+        raise StackError(
+            f"port {settings.mlflow_port} on {settings.host} is taken (an `mlflow ui`?); pass --mlflow-port"
+        )
     log = folder / "logs" / "mlflow.log"
     store = f"postgresql://{USER}@127.0.0.1:{settings.pg_port}/mlflow"
-    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", store,
-           "--artifacts-destination", str((folder / "artifacts").resolve()),
-           "--host", settings.host, "--port", str(settings.mlflow_port)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        store,
+        "--artifacts-destination",
+        str((folder / "artifacts").resolve()),
+        "--host",
+        settings.host,
+        "--port",
+        str(settings.mlflow_port),
+    ]
     if settings.host not in LOOPBACK:
-        cmd += ["--allowed-hosts", f"{settings.client_host()}:{settings.mlflow_port},{settings.client_host()},localhost:*,127.0.0.1:*"]
+        cmd += [
+            "--allowed-hosts",
+            f"{settings.client_host()}:{settings.mlflow_port},{settings.client_host()},localhost:*,127.0.0.1:*",
+        ]
     env = {**os.environ, "PGPASSWORD": settings.password}  # libpq's own variable: no password in `ps`
     with open(log, "ab") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                                start_new_session=True, cwd=folder)
+        proc = subprocess.Popen(
+            cmd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+            cwd=folder,
+        )
     _pid_path(folder).write_text(f"{proc.pid}\n")
     deadline = time.monotonic() + timeout
     local = "127.0.0.1" if settings.host in ("0.0.0.0", "::") + LOOPBACK else settings.host

@@ -21,13 +21,18 @@ def bindir() -> Path:
     if shutil.which("pg_config"):
         out = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True)
         candidates.append(out.stdout.strip())
-    versions = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(Path(p).parent.name) if Path(p).parent.name.isdigit() else 0)
+    versions = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin"),
+        key=lambda p: int(Path(p).parent.name) if Path(p).parent.name.isdigit() else 0,
+    )
     candidates += reversed(versions)
     for candidate in candidates:
         if candidate and (Path(candidate) / "initdb").is_file() and (Path(candidate) / "pg_ctl").is_file():
             return Path(candidate)
-    raise StackError("PostgreSQL's server programs (initdb, pg_ctl) were not found; install Debian's package: "
-                     "sudo apt-get install -y postgresql (or set PG_BINDIR)")
+    raise StackError(
+        "PostgreSQL's server programs (initdb, pg_ctl) were not found; install Debian's package: "
+        "sudo apt-get install -y postgresql (or set PG_BINDIR)"
+    )
 
 
 def _as_db_owner(cmd: list[str]) -> list[str]:
@@ -43,7 +48,9 @@ def _db_owner() -> tuple[int, int] | None:
     try:
         entry = pwd.getpwnam("postgres")
     except KeyError:
-        raise StackError("running as root, PostgreSQL needs the `postgres` user (Debian's postgresql package makes it)") from None
+        raise StackError(
+            "running as root, PostgreSQL needs the `postgres` user (Debian's postgresql package makes it)"
+        ) from None
     return entry.pw_uid, entry.pw_gid
 
 
@@ -68,10 +75,26 @@ def init_cluster(folder: Path, settings: Settings, bindir: Path) -> None:
             os.chown(pwfile, *owner)
             probe = subprocess.run(_as_db_owner(["test", "-r", str(pwfile)]))
             if probe.returncode != 0:
-                raise StackError(f"the postgres user cannot reach {folder}; choose a folder whose parents it can enter "
-                                 "(chmod o+x on them) or run as a normal user")
-        _run(_as_db_owner([str(bindir / "initdb"), "-D", str(pgdata), "-U", USER, f"--pwfile={pwfile}",
-                           "--auth=scram-sha-256", "--encoding=UTF8", "--locale=C"]), "initdb")
+                raise StackError(
+                    f"the postgres user cannot reach {folder}; choose a folder whose parents it can enter "
+                    "(chmod o+x on them) or run as a normal user"
+                )
+        _run(
+            _as_db_owner(
+                [
+                    str(bindir / "initdb"),
+                    "-D",
+                    str(pgdata),
+                    "-U",
+                    USER,
+                    f"--pwfile={pwfile}",
+                    "--auth=scram-sha-256",
+                    "--encoding=UTF8",
+                    "--locale=C",
+                ]
+            ),
+            "initdb",
+        )
     except BaseException:
         shutil.rmtree(pgdata, ignore_errors=True)  # a half-made cluster would never start
         raise
@@ -88,8 +111,12 @@ def running(folder: Path) -> bool:
     pgdata = folder / "pgdata"
     if not (pgdata / "postmaster.pid").is_file():
         return False
-    return subprocess.run(_as_db_owner([str(bindir() / "pg_ctl"), "-D", str(pgdata), "status"]),
-                          capture_output=True).returncode == 0
+    return (
+        subprocess.run(
+            _as_db_owner([str(bindir() / "pg_ctl"), "-D", str(pgdata), "status"]), capture_output=True
+        ).returncode
+        == 0
+    )
 
 
 def start(folder: Path, settings: Settings, bindir: Path) -> None:
@@ -101,17 +128,39 @@ def start(folder: Path, settings: Settings, bindir: Path) -> None:
     if owner:
         os.chown(log, *owner)
     listen = "*" if settings.host in ("0.0.0.0", "::") else settings.host
-    _run(_as_db_owner([str(bindir / "pg_ctl"), "-D", str(folder / "pgdata"), "-l", str(log), "-w", "-t", "60",
-                       "-o", f"-c listen_addresses='{listen}' -p {settings.pg_port}", "start"]),
-         f"starting PostgreSQL (see {log})")
+    _run(
+        _as_db_owner(
+            [
+                str(bindir / "pg_ctl"),
+                "-D",
+                str(folder / "pgdata"),
+                "-l",
+                str(log),
+                "-w",
+                "-t",
+                "60",
+                "-o",
+                f"-c listen_addresses='{listen}' -p {settings.pg_port}",
+                "start",
+            ]
+        ),
+        f"starting PostgreSQL (see {log})",
+    )
 
 
 def create_databases(settings: Settings) -> None:
     import psycopg  # SQLAlchemy 2.1's postgresql:// driver, so MLflow and Optuna use it too
 
     try:
-        con = psycopg.connect(host="127.0.0.1", port=settings.pg_port, user=USER, password=settings.password,
-                              dbname="postgres", connect_timeout=10, autocommit=True)  # CREATE DATABASE: no transaction
+        con = psycopg.connect(
+            host="127.0.0.1",
+            port=settings.pg_port,
+            user=USER,
+            password=settings.password,
+            dbname="postgres",
+            connect_timeout=10,
+            autocommit=True,
+        )  # CREATE DATABASE: no transaction
     except psycopg.Error as exc:
         raise StackError(f"cannot connect to PostgreSQL on port {settings.pg_port}: {str(exc).strip()}") from None
     try:
@@ -124,4 +173,7 @@ def create_databases(settings: Settings) -> None:
 
 def stop(folder: Path) -> None:
     """Fast shutdown: clients are disconnected, nothing committed is lost."""
-    _run(_as_db_owner([str(bindir() / "pg_ctl"), "-D", str(folder / "pgdata"), "-m", "fast", "-w", "stop"]), "stopping PostgreSQL")
+    _run(
+        _as_db_owner([str(bindir() / "pg_ctl"), "-D", str(folder / "pgdata"), "-m", "fast", "-w", "stop"]),
+        "stopping PostgreSQL",
+    )

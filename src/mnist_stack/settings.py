@@ -49,7 +49,9 @@ def load_settings(folder: Path) -> Settings | None:
     try:
         return Settings(**json.loads(path.read_text()))
     except (ValueError, TypeError) as exc:
-        raise StackError(f"{path} is damaged ({exc}); restore it from a backup (it holds the database password)") from None
+        raise StackError(
+            f"{path} is damaged ({exc}); restore it from a backup (it holds the database password)"
+        ) from None
 
 
 def save_settings(folder: Path, settings: Settings) -> None:
@@ -70,5 +72,7 @@ def port_free(host: str, port: int) -> bool:
 
 def exports(settings: Settings) -> str:
     """The shell lines a client runs to use the stack."""
-    return (f"export MLFLOW_TRACKING_URI={settings.tracking_uri()}\n"
-            f"export OPTUNA_STORAGE={settings.database_url('optuna')}\n")
+    return (
+        f"export MLFLOW_TRACKING_URI={settings.tracking_uri()}\n"
+        f"export OPTUNA_STORAGE={settings.database_url('optuna')}\n"
+    )

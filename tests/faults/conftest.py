@@ -17,8 +17,14 @@ def project(tmp_path, usps_subset_dir):
     run(["mnist-cnn", "preset", "fast"], dest)
     edit_params(
         dest,
-        data={"mirrors": [server.url], "sha256": subset_sha256(), "retries": 1, "backoff_s": 0.1, "timeout_s": 5,
-              "usps": usps_params(usps_subset_dir)},
+        data={
+            "mirrors": [server.url],
+            "sha256": subset_sha256(),
+            "retries": 1,
+            "backoff_s": 0.1,
+            "timeout_s": 5,
+            "usps": usps_params(usps_subset_dir),
+        },
         train={"epochs": 2},
         register={"min_test_accuracy": 0.5},
     )

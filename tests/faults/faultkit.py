@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mnist_cnn.schema import dump_yaml, parse_yaml
-
 from helpers import clean_env, run  # noqa: F401 (clean_env re-exported)
+from mnist_cnn.schema import dump_yaml, parse_yaml
 
 
 def edit_params(dest: Path, **sections) -> None:

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from faultkit import edit_params, run
 
 from helpers import SUBSET, MirrorServer, stage_cmd
-from faultkit import edit_params, run
 
 FILES = sorted(p.name for p in SUBSET.glob("*.gz"))
 
@@ -53,7 +53,7 @@ def test_all_mirrors_bad_is_one_clear_error_and_leaves_nothing(project):
     finally:
         bad.close()
     assert proc.returncode == 1
-    error = proc.stderr[proc.stderr.index("error: "):]
+    error = proc.stderr[proc.stderr.index("error: ") :]
     assert "Traceback" not in proc.stderr
     assert bad.url in error and good.url in error, error
     raw = dest / "data" / "raw"
@@ -81,7 +81,9 @@ def test_raw_file_changed_after_download_is_seen_by_dvc_and_refused_by_preproces
     proc = run(stage_cmd("preprocess"), dest, check=False)
     assert proc.returncode == 1
     last = proc.stderr.strip().splitlines()[-1]
-    assert "train-labels-idx1-ubyte.gz" in last and "differs from data.sha256" in last and "dvc repro -f download" in last
+    assert (
+        "train-labels-idx1-ubyte.gz" in last and "differs from data.sha256" in last and "dvc repro -f download" in last
+    )
     assert not (dest / "data" / "processed").exists()
 
     labels.write_bytes(labels.read_bytes()[:-30])  # cut short: not even valid gzip

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import psutil
 import pytest
+from faultkit import champion_version, clean_env, commit, edit_params, run
 
 from helpers import stage_cmd
-from faultkit import champion_version, clean_env, commit, edit_params, run
 
 pytestmark = pytest.mark.slow
 
@@ -56,7 +56,9 @@ def test_kill_9_mid_epoch_then_the_same_command_resumes_from_the_last_epoch(proj
     dest, _ = project
     run(["dvc", "repro", "preprocess"], dest)
 
-    proc = subprocess.Popen(TRAIN, cwd=dest, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        TRAIN, cwd=dest, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     try:
         read_until(proc, "Epoch 3/4", timeout=300)  # epochs 1 and 2 are complete and backed up
         time.sleep(0.5)  # mid-epoch 3
@@ -74,12 +76,28 @@ def test_kill_9_mid_epoch_then_the_same_command_resumes_from_the_last_epoch(proj
     resumed_metrics = json.loads((dest / "reports" / "train_metrics.json").read_text())
 
     runs = train_runs(dest)
-    assert [r.info.status for r in runs] == ["KILLED", "FINISHED"], "the interrupted run is marked killed, not left running"
+    assert [r.info.status for r in runs] == ["KILLED", "FINISHED"], (
+        "the interrupted run is marked killed, not left running"
+    )
 
     # An uninterrupted run of the same command, in a fresh work dir and outputs
     other = tmp_path / "uninterrupted"
-    run(TRAIN + ["--work-dir", str(other / "ckpt"), "--model", str(other / "model.keras"), "--run-info", str(other / "run.json"),
-                 "--metrics", str(other / "metrics.json"), "--history", str(other / "history.csv")], dest)
+    run(
+        TRAIN
+        + [
+            "--work-dir",
+            str(other / "ckpt"),
+            "--model",
+            str(other / "model.keras"),
+            "--run-info",
+            str(other / "run.json"),
+            "--metrics",
+            str(other / "metrics.json"),
+            "--history",
+            str(other / "history.csv"),
+        ],
+        dest,
+    )
     straight = json.loads((other / "metrics.json").read_text())
     assert resumed_metrics["epochs_trained"] == straight["epochs_trained"] == 4
     assert abs(resumed_metrics["best_val_accuracy"] - straight["best_val_accuracy"]) <= 0.03
@@ -94,11 +112,19 @@ def test_a_stage_killed_midway_leaves_no_partial_output_lock_or_champion_change(
     assert champion is not None
 
     edit_params(dest, train={"epochs": 3, "batch_size": 16})
-    proc = subprocess.Popen(["dvc", "repro"], cwd=dest, env=clean_env(PYTHONUNBUFFERED="1"), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        ["dvc", "repro"],
+        cwd=dest,
+        env=clean_env(PYTHONUNBUFFERED="1"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         read_until(proc, "Epoch 2/3", timeout=300)
-        train = [p for p in psutil.Process(proc.pid).children(recursive=True) if "stages/train.py" in " ".join(p.cmdline())]
+        train = [
+            p for p in psutil.Process(proc.pid).children(recursive=True) if "stages/train.py" in " ".join(p.cmdline())
+        ]
         assert train, "the train stage is running"
         for p in train:
             p.kill()
@@ -126,15 +152,21 @@ def test_two_repro_at_once_one_waits_or_fails_cleanly_and_state_stays_consistent
     run(["dvc", "repro"], dest)
     edit_params(dest, train={"epochs": 1})
     commit(dest, "one epoch")
-    procs = [subprocess.Popen(["dvc", "repro"], cwd=dest, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True) for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            ["dvc", "repro"], cwd=dest, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        for _ in range(2)
+    ]
     outputs = [p.communicate(timeout=600)[0] for p in procs]
     codes = [p.returncode for p in procs]
     assert 0 in codes, outputs
-    for code, out in zip(codes, outputs):
+    for code, out in zip(codes, outputs, strict=True):
         if code != 0:
             # DVC's own locks: the repo lock, or the read/write lock on a stage's outputs
-            assert ("Unable to acquire lock" in out or "is busy, it is being blocked by" in out) and "Traceback" not in out, out
+            assert (
+                "Unable to acquire lock" in out or "is busy, it is being blocked by" in out
+            ) and "Traceback" not in out, out
     assert "Data and pipelines are up to date" in run(["dvc", "status"], dest).stdout
     from mlflow.tracking import MlflowClient
 
@@ -156,9 +188,26 @@ def test_same_params_and_seed_give_bit_identical_weights_and_metrics(project, tm
     outputs = []
     for name in ("a", "b"):
         out = tmp_path / name
-        run([*stage_cmd("train"), "--set", "model.augment.rotation_deg=8", "--set", "model.augment.shift=0.05",
-             "--work-dir", str(out / "ckpt"), "--model", str(out / "model.keras"), "--run-info", str(out / "run.json"),
-             "--metrics", str(out / "metrics.json"), "--history", str(out / "history.csv")], dest)
+        run(
+            [
+                *stage_cmd("train"),
+                "--set",
+                "model.augment.rotation_deg=8",
+                "--set",
+                "model.augment.shift=0.05",
+                "--work-dir",
+                str(out / "ckpt"),
+                "--model",
+                str(out / "model.keras"),
+                "--run-info",
+                str(out / "run.json"),
+                "--metrics",
+                str(out / "metrics.json"),
+                "--history",
+                str(out / "history.csv"),
+            ],
+            dest,
+        )
         outputs.append(out)
     a, b = (keras.saving.load_model(o / "model.keras", compile=False) for o in outputs)
     for i, (wa, wb) in enumerate(zip(a.get_weights(), b.get_weights(), strict=True)):
@@ -166,5 +215,8 @@ def test_same_params_and_seed_give_bit_identical_weights_and_metrics(project, tm
     timing = {"train_seconds", "train_images_per_second", "seconds"}
     ma, mb = (json.loads((o / "metrics.json").read_text()) for o in outputs)
     assert {k: v for k, v in ma.items() if k not in timing} == {k: v for k, v in mb.items() if k not in timing}
-    ha, hb = ([{k: v for k, v in row.items() if k not in timing} for row in csv.DictReader(open(o / "history.csv"))] for o in outputs)
+    ha, hb = (
+        [{k: v for k, v in row.items() if k not in timing} for row in csv.DictReader(open(o / "history.csv"))]
+        for o in outputs
+    )
     assert ha == hb

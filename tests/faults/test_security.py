@@ -39,8 +39,14 @@ def test_mnist_cnn_serve_listens_on_loopback_only_by_default(tmp_path):
     (tmp_path / "dvc.yaml").write_text("stages: {}\n")
     port = free_port()
     env = {**os.environ, "MLFLOW_TRACKING_URI": tiny_model.tracking_uri(store), "TF_CPP_MIN_LOG_LEVEL": "2"}
-    proc = subprocess.Popen(["mnist-cnn", "serve", "--port", str(port)], cwd=tmp_path, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        ["mnist-cnn", "serve", "--port", str(port)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         wait_until_up(f"http://127.0.0.1:{port}/ping", proc)
         tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]

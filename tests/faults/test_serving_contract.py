@@ -1,5 +1,5 @@
-"""Contract of the scoring server (issues 4 and 6): a real `mlflow models serve` (127.0.0.1, free port, one worker) on a model trained on the
-subset: every input form, every kind of bad input, concurrent requests, and the logged model."""
+"""Contract of the scoring server (issues 4 and 6): a real `mlflow models serve` (127.0.0.1, free port,
+one worker) on a model trained on the subset: every input form, every kind of bad input, concurrent requests, and the logged model."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ import requests
 from PIL import Image
 
 import tiny_model
-from helpers import SUBSET
 from digit_images import make_set
+from helpers import SUBSET
 from mnist_cnn.schema import parse_yaml
 
 pytestmark = pytest.mark.slow
@@ -183,19 +183,35 @@ BAD = {
     "empty inputs": ({"inputs": []}, JSON, 400, "empty batch"),
     "empty records": ({"dataframe_records": []}, JSON, 400, "empty batch"),
     "empty image column": ({"dataframe_split": {"columns": ["image"], "data": []}}, JSON, 400, "empty batch"),
-    "non-image in image": ({"dataframe_records": [{"image": base64.b64encode(b"hello").decode()}]}, JSON, 400,
-                           "image 0: not a PNG/JPEG/BMP image"),  # fmt: skip
+    "non-image in image": (
+        {"dataframe_records": [{"image": base64.b64encode(b"hello").decode()}]},
+        JSON,
+        400,
+        "image 0: not a PNG/JPEG/BMP image",
+    ),  # fmt: skip
     "not base64 in image": ({"dataframe_records": [{"image": "%%%"}]}, JSON, 400, "not valid base64"),
     "number in image": ({"dataframe_records": [{"image": 7}]}, JSON, 400, "expected base64 text"),
     "image plus other column": ({"dataframe_records": [{"image": "x", "label": 1}]}, JSON, 400, "alone"),
     "huge image": ({"dataframe_records": [{"image": big_png_b64(8000)}]}, JSON, 400, "over the limit"),
-    "decompression bomb": ({"dataframe_records": [{"image": big_png_b64(14000)}]}, JSON, 400,
-                           "over the limit"),  # fmt: skip
-    "pixels_b64 not whole images": ({"inputs": {"pixels_b64": base64.b64encode(bytes(700)).decode()}}, JSON, 400,
-                                    "not a multiple of 784"),  # fmt: skip
+    "decompression bomb": (
+        {"dataframe_records": [{"image": big_png_b64(14000)}]},
+        JSON,
+        400,
+        "over the limit",
+    ),  # fmt: skip
+    "pixels_b64 not whole images": (
+        {"inputs": {"pixels_b64": base64.b64encode(bytes(700)).decode()}},
+        JSON,
+        400,
+        "not a multiple of 784",
+    ),  # fmt: skip
     "pixels_b64 not base64": ({"inputs": {"pixels_b64": "@@@@"}}, JSON, 400, "not valid base64"),
-    "too many images": ({"inputs": {"pixels_b64": base64.b64encode(bytes(784 * 10_001)).decode()}}, JSON, 400,
-                        "limit of 10000"),  # fmt: skip
+    "too many images": (
+        {"inputs": {"pixels_b64": base64.b64encode(bytes(784 * 10_001)).decode()}},
+        JSON,
+        400,
+        "limit of 10000",
+    ),  # fmt: skip
     "50 MB body": (b'{"inputs": [' + b"0," * (25 * 1024 * 1024) + b"0]}", JSON, 413, "exceeds the limit"),
     "no Content-Type": (b'{"inputs": []}', {"Content-Type": ""}, 415, "Content-Type"),
     "text/plain": (b"1,2,3", {"Content-Type": "text/plain"}, 415, "content types"),

@@ -39,8 +39,13 @@ def test_processes_logging_at_once_on_a_fresh_sqlite_store(tmp_path):
     db = tmp_path / "mlflow.db"
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{db}"}
     procs = [
-        subprocess.Popen([sys.executable, "-c", LOGGER, str(tmp_path), f"w{i}"], env=env, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", LOGGER, str(tmp_path), f"w{i}"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for i in range(6)
     ]
     results = [(p.wait(180), p.stderr.read()) for p in procs]
@@ -57,8 +62,14 @@ def test_processes_logging_at_once_on_a_fresh_sqlite_store(tmp_path):
 def test_tuning_workers_on_a_fresh_default_store(workdir, processed):
     """No MLFLOW_TRACKING_URI: the project's own sqlite store, created by the parent before fan-out."""
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    proc = subprocess.run(tune_cmd(processed, "--trials", "6", "--workers", "3", "--set=tune.pruner.name=none"),
-                          cwd=workdir, env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        tune_cmd(processed, "--trials", "6", "--workers", "3", "--set=tune.pruner.name=none"),
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "database is locked" not in proc.stderr and "Traceback" not in proc.stderr
     assert states(load_study(workdir)) == ["COMPLETE"] * 6
@@ -69,9 +80,23 @@ def test_tuning_workers_on_a_fresh_default_store(workdir, processed):
 def mlflow_server(tmp_path):
     port = free_port()
     proc = subprocess.Popen(
-        ["mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}", "--default-artifact-root", str(tmp_path / "artifacts")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        [
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            f"sqlite:///{tmp_path / 'server.db'}",
+            "--default-artifact-root",
+            str(tmp_path / "artifacts"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -84,8 +109,14 @@ def mlflow_server(tmp_path):
 
 def test_tuning_workers_against_a_real_tracking_server(workdir, processed, mlflow_server):
     env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_server, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    proc = subprocess.run(tune_cmd(processed, "--trials", "4", "--workers", "2", "--set=tune.pruner.name=none"),
-                          cwd=workdir, env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        tune_cmd(processed, "--trials", "4", "--workers", "2", "--set=tune.pruner.name=none"),
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     from mlflow.tracking import MlflowClient
 
@@ -111,7 +142,8 @@ def test_a_tuning_worker_killed_mid_trial_is_failed_and_the_study_still_complete
             if not (workdir / "optuna" / "mnist-cnn.journal").exists():
                 continue
             running = [
-                t for t in load_study(workdir).get_trials(deepcopy=False)
+                t
+                for t in load_study(workdir).get_trials(deepcopy=False)
                 if t.state.name == "RUNNING" and "mlflow_run_id" in t.user_attrs and t.user_attrs.get("epochs_trained")
             ]
             if len(running) == 2:

@@ -52,7 +52,6 @@ class StudyResult:
         }
 
 
-
 class Progress:
     """A progress bar polling the study: trials done, best value so far, time left."""
 
@@ -79,8 +78,14 @@ class Progress:
             return
         start, first, shown = time.time(), None, None
         tty = sys.stderr.isatty()
-        bar = tqdm(total=self.total, desc="tuning", unit="trial", dynamic_ncols=True, disable=not tty,
-                   bar_format="{desc}: {n_fmt}/{total_fmt} |{bar}| {elapsed}{postfix}")
+        bar = tqdm(
+            total=self.total,
+            desc="tuning",
+            unit="trial",
+            dynamic_ncols=True,
+            disable=not tty,
+            bar_format="{desc}: {n_fmt}/{total_fmt} |{bar}| {elapsed}{postfix}",
+        )
         with bar:
             while True:
                 stopping = self._stop.wait(1.0)
@@ -114,7 +119,6 @@ class Progress:
 def _duration(seconds: float) -> str:
     seconds = int(round(seconds))
     return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
-
 
 
 def summarise(study: optuna.Study, storage: str, parent_run_id: str, seconds: float) -> StudyResult:
@@ -203,10 +207,17 @@ def log_study(study: optuna.Study, result: StudyResult) -> None:
         metrics["best_trial"] = result.best_number
         tracking.log_params({f"best.{k}": v for k, v in result.best_params.items()})
     mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
-    best = f"best {OBJECTIVE} {result.best_value:.4f} (trial {result.best_number})" if result.best_value is not None else "no trial complete"
+    best = (
+        f"best {OBJECTIVE} {result.best_value:.4f} (trial {result.best_number})"
+        if result.best_value is not None
+        else "no trial complete"
+    )
     counts = result.counts
-    mlflow.set_tag(tracking.TAG_NOTE, f"tune: study {result.study_name}, {counts['COMPLETE']} complete, "
-                   f"{counts['PRUNED']} pruned, {counts['FAIL']} failed; {best}")
+    mlflow.set_tag(
+        tracking.TAG_NOTE,
+        f"tune: study {result.study_name}, {counts['COMPLETE']} complete, "
+        f"{counts['PRUNED']} pruned, {counts['FAIL']} failed; {best}",
+    )
     frame = trials_frame(study)
     if not frame.empty:
         tracking.log_table(frame.to_dict("records"), "tuning/trials.json")

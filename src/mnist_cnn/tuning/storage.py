@@ -12,8 +12,8 @@ import contextlib
 import functools
 import logging
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import optuna
 from optuna.storages.journal import JournalFileBackend, JournalStorage
@@ -52,7 +52,11 @@ def redact(location: str) -> str:
 def _kill_trial_run(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
     """Optuna failed a trial whose heartbeat stopped (its machine went away): its MLflow run too."""
     liveness.kill_run(trial.user_attrs.get(MLFLOW_RUN_ATTR))
-    log.warning("trial %d stopped sending heartbeats (worker %s); marked failed", trial.number, trial.user_attrs.get(WORKER_ATTR))
+    log.warning(
+        "trial %d stopped sending heartbeats (worker %s); marked failed",
+        trial.number,
+        trial.user_attrs.get(WORKER_ATTR),
+    )
 
 
 def is_postgresql(location: str) -> bool:
@@ -76,13 +80,18 @@ def open_storage(location: str, workers: int, heartbeat_s: float = 30) -> optuna
     try:
         with _known_experimental():
             return optuna.storages.RDBStorage(
-                location, heartbeat_interval=max(1, round(heartbeat_s)), grace_period=max(4, round(4 * heartbeat_s)),
-                engine_kwargs={"pool_pre_ping": True}, heartbeat_stale_trial_callback=_kill_trial_run,
+                location,
+                heartbeat_interval=max(1, round(heartbeat_s)),
+                grace_period=max(4, round(4 * heartbeat_s)),
+                engine_kwargs={"pool_pre_ping": True},
+                heartbeat_stale_trial_callback=_kill_trial_run,
             )
     except Exception as exc:  # sqlalchemy errors, missing drivers, bad URLs
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         hint = " (install the database driver, e.g. psycopg[binary])" if "DB access module" in first else ""
-        raise TuneError(f"cannot open the Optuna storage {redact(location)}: {first.replace(location, redact(location))}{hint}") from None
+        raise TuneError(
+            f"cannot open the Optuna storage {redact(location)}: {first.replace(location, redact(location))}{hint}"
+        ) from None
 
 
 def lock_path(location: str, root: Path, study_name: str) -> Path:
@@ -166,7 +175,9 @@ def claim(study: optuna.Study, n_trials: int, lock: contextlib.AbstractContextMa
         if counts["COMPLETE"] + counts["PRUNED"] + counts["RUNNING"] >= n_trials:
             return None
         with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", "Heartbeat of storage is supposed to be used with Study.optimize")  # trial.heartbeat runs it
+            warnings.filterwarnings(
+                "ignore", "Heartbeat of storage is supposed to be used with Study.optimize"
+            )  # trial.heartbeat runs it
             trial = study.ask()
         trial.set_user_attr(WORKER_ATTR, liveness.owner_token())
         return trial

@@ -27,7 +27,16 @@ from mnist_cnn.errors import TuneError
 from mnist_cnn.schema import flatten
 from mnist_cnn.tuning.report import Progress, StudyResult, log_study, summarise
 from mnist_cnn.tuning.space import check_space
-from mnist_cnn.tuning.storage import claim, claim_lock, count_trials, fail_stale_trials, lock_path, open_storage, redact, storage_location
+from mnist_cnn.tuning.storage import (
+    claim,
+    claim_lock,
+    count_trials,
+    fail_stale_trials,
+    lock_path,
+    open_storage,
+    redact,
+    storage_location,
+)
 from mnist_cnn.tuning.trial import load_trial_data, run_trial
 
 log = logging.getLogger(__name__)
@@ -168,11 +177,15 @@ def _run_rounds(study: optuna.Study, spec: WorkerSpec, workers: int, n_trials: i
                 )
             killed = [p for p in procs if p.exitcode and p.exitcode < 0]
             if killed:
-                log.warning("%d worker(s) were killed; their trials are marked failed and others take their place", len(killed))
+                log.warning(
+                    "%d worker(s) were killed; their trials are marked failed and others take their place", len(killed)
+                )
         after = count_trials(study)
         if after["COMPLETE"] + after["PRUNED"] == finished:
             errors = _trial_errors(study)
-            raise TuneError("no trial finished in a round of workers" + (f"; last error: {errors[-1]}" if errors else ""))
+            raise TuneError(
+                "no trial finished in a round of workers" + (f"; last error: {errors[-1]}" if errors else "")
+            )
 
 
 def _trial_errors(study: optuna.Study) -> list[str]:
@@ -188,8 +201,12 @@ def _open_study(params: Params, location: str) -> optuna.Study:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         study = optuna.create_study(
-            study_name=tune.study_name, storage=storage, direction="maximize", load_if_exists=True,
-            sampler=make_sampler(params, tune.seed, False), pruner=make_pruner(params),
+            study_name=tune.study_name,
+            storage=storage,
+            direction="maximize",
+            load_if_exists=True,
+            sampler=make_sampler(params, tune.seed, False),
+            pruner=make_pruner(params),
         )
     except Exception as exc:
         raise TuneError(f"cannot create or load study {tune.study_name!r} in {redact(location)}: {exc}") from None
@@ -222,7 +239,9 @@ def run_study(
     deadline = time.time() + tune.timeout_s if tune.timeout_s else None
 
     with tracking.stage_run("tune", experiment_id, root) as parent:
-        tracking.log_params({**flatten(tune, "tune."), **flatten(params.model, "model."), **flatten(params.train, "train.")})
+        tracking.log_params(
+            {**flatten(tune, "tune."), **flatten(params.model, "model."), **flatten(params.train, "train.")}
+        )
         mlflow.set_tags({"optuna.study_name": tune.study_name, "optuna.storage": redact(location)})
         spec = WorkerSpec(
             params_path=str(Path(params_path).resolve()),

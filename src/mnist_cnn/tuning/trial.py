@@ -8,8 +8,8 @@ import logging
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import mlflow
 import optuna
@@ -44,7 +44,9 @@ def heartbeat(trial: optuna.Trial, storage: optuna.storages.BaseStorage) -> Iter
             try:
                 storage.record_heartbeat(trial._trial_id)
             except Exception as exc:  # the database is restarting or unreachable: try again next beat
-                log.warning("trial %d: heartbeat not recorded (%s)", trial.number, str(exc).strip().splitlines()[0][:200])
+                log.warning(
+                    "trial %d: heartbeat not recorded (%s)", trial.number, str(exc).strip().splitlines()[0][:200]
+                )
             if stop.wait(interval):
                 return
 
@@ -67,7 +69,13 @@ def load_trial_data(params: Params, data_dir: str | Path) -> tuple[Split, Split]
 
 
 def run_trial(
-    trial: optuna.Trial, study: optuna.Study, params: Params, train: Split, val: Split, experiment_id: str, parent_run_id: str
+    trial: optuna.Trial,
+    study: optuna.Study,
+    params: Params,
+    train: Split,
+    val: Split,
+    experiment_id: str,
+    parent_run_id: str,
 ) -> None:
     """Train one trial as a nested MLflow run under `parent_run_id` and tell the study how it ended."""
     import keras  # these load TensorFlow: only in the processes that train

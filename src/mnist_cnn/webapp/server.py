@@ -23,8 +23,8 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from fastapi import FastAPI, Request
@@ -32,9 +32,8 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
-from mnist_runtime import calibration
-from mnist_runtime import images
 from mnist_cnn.feedback import CONFLICTS, FeedbackError, FeedbackFull, FeedbackStore
+from mnist_runtime import calibration, images
 
 STATIC = Path(__file__).with_name("static")
 MAX_UPLOAD = 8 * 1024 * 1024  # bytes of one request body
@@ -107,7 +106,11 @@ def create_app(
         if request.url.path.startswith("/api/"):
             client = request.client.host if request.client else "unknown"
             if not limiter.allow(client):
-                return error(429, f"too many requests: at most {limiter.rate:.0f} a second, please slow down", **{"Retry-After": "1"})
+                return error(
+                    429,
+                    f"too many requests: at most {limiter.rate:.0f} a second, please slow down",
+                    **{"Retry-After": "1"},
+                )
             length = request.headers.get("content-length", "")
             if length.isdigit() and int(length) > MAX_UPLOAD:
                 return error(413, f"request of {int(length)} bytes is over the limit of {MAX_UPLOAD}")
@@ -175,8 +178,11 @@ def create_app(
             return error(507, str(exc))
         except FeedbackError as exc:
             log.error("feedback not saved: %s", exc)
-            return error(409, "not saved: this image was sent before with other labels and is kept aside for review, "
-                              "but the server cannot read its record of them; the operator is told (server log)")
+            return error(
+                409,
+                "not saved: this image was sent before with other labels and is kept aside for review, "
+                "but the server cannot read its record of them; the operator is told (server log)",
+            )
         conflict = path.parent.name == CONFLICTS
         return JSONResponse({"saved": f"{path.parent.name}/{path.name}", "label": label, "conflict": conflict})
 
