@@ -21,9 +21,9 @@ def _umask() -> int:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
+def atomic_path(path: str | Path, mode: int | None = None) -> Iterator[Path]:
     """Yield a temporary path next to `path` (same suffix, so `.keras`/`.npz` writers accept it);
-    on success it replaces `path`, on error it vanishes."""
+    on success it replaces `path` with `mode` (default: as `open` would make it), on error it vanishes."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
@@ -31,7 +31,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
-        os.chmod(tmp_path, 0o666 & ~_umask())
+        os.chmod(tmp_path, 0o666 & ~_umask() if mode is None else mode)
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)

@@ -55,9 +55,8 @@ def load_settings(folder: Path) -> Settings | None:
 
 
 def save_settings(folder: Path, settings: Settings) -> None:
-    with atomic_path(settings_path(folder)) as tmp:
+    with atomic_path(settings_path(folder), mode=0o600) as tmp:  # it holds the database password
         tmp.write_text(json.dumps(asdict(settings), indent=2) + "\n")
-        tmp.chmod(0o600)
 
 
 def port_free(host: str, port: int) -> bool:
