@@ -1,7 +1,7 @@
 """Latency and throughput of the real scoring server (`mlflow models serve`, one worker).
 
 Takes a model (`--model`: a `.keras` file; default: the fast preset trained for one epoch on the
-test subset, a few seconds), logs it with `serving.packaging.log_model` into a throwaway sqlite store,
+test subset, a few seconds), logs it with `mnist_cnn.packaging.log_model` into a throwaway sqlite store,
 starts `mlflow models serve --env-manager local` on 127.0.0.1 and prints p50/p95 per request
 for one image and for 256 images (JSON pixels, compact `pixels_b64`, PNG files) and requests/s
 with 8 concurrent clients. Targets (issue 4, 2-core machine): p50 <= 10 ms for one image,

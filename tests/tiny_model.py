@@ -1,5 +1,5 @@
 """A small real model for the serving, predict and export tests: the `fast` preset trained on the
-MNIST subset for a few seconds, saved as `.keras` and logged with `serving.packaging.log_model` into a
+MNIST subset for a few seconds, saved as `.keras` and logged with `mnist_cnn.packaging.log_model` into a
 throwaway sqlite MLflow store."""
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ and a small JSON API.
     POST /api/feedback   {"image": base64, "label": 0-9} -> stored under the feedback folder;
                          `conflict` is true when an earlier label disagreed (kept aside for review)
 
-The threshold is the predict callable's `calibration` record (`serving.network.Classifier`); a
+The threshold is the predict callable's `calibration` record (`mnist_runtime.network.Classifier`); a
 plain function without one is always sure. Every API answer is JSON; a problem is
 {"error": "..."} with a 4xx: 409 an unreadable conflict record, 413 too large, 415 not an image,
 422 no digit or a bad label, 429 too many requests (a token bucket per client address)."""
