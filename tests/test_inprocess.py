@@ -5,7 +5,6 @@ params file, and the stack's settings, all called in this process on small input
 from __future__ import annotations
 
 import logging
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +15,7 @@ from matplotlib.figure import Figure
 from helpers import ROOT
 from mnist_cnn import cli, entrypoint, figures
 from mnist_cnn.errors import ConfigError
-from mnist_cnn.schema import read_yaml
+from mnist_cnn.schema import parse_yaml, read_yaml
 from mnist_cnn.tuning import best, report, study
 from mnist_stack import control, settings
 
@@ -24,14 +23,11 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 @pytest.fixture
-def project(tmp_path: Path, monkeypatch) -> Path:
-    """params.yaml, the presets and a dvc.yaml in a folder that is the working directory."""
-    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
-    shutil.copytree(ROOT / "presets", tmp_path / "presets")
-    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
-    monkeypatch.chdir(tmp_path)
+def project(workdir: Path, monkeypatch) -> Path:
+    """conftest's `workdir` (params.yaml, dvc.yaml, the presets) as the working directory."""
+    monkeypatch.chdir(workdir)
     monkeypatch.delenv(entrypoint.VERBOSE_ENV, raising=False)
-    yield tmp_path
+    yield workdir
     for name in ("mlflow", "alembic", "urllib3"):
         logging.getLogger(name).setLevel(logging.NOTSET)
 
@@ -48,13 +44,7 @@ def main(*argv: str) -> int:
 
 def test_params_prints_the_resolved_values_with_an_override(project, capsys):
     assert main("params", "--set", "train.epochs=3") == 0
-    assert read_yaml_text(capsys.readouterr().out)["train"]["epochs"] == 3
-
-
-def read_yaml_text(text: str) -> dict:
-    from mnist_cnn.schema import parse_yaml
-
-    return parse_yaml(text)
+    assert parse_yaml(capsys.readouterr().out)["train"]["epochs"] == 3
 
 
 def test_a_bad_override_is_one_error_line_and_exit_1(project, capsys):
