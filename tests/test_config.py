@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import dataclasses
 import re
 import shutil
 import subprocess
@@ -11,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from mnist_cnn import config
 from mnist_cnn.config import (
@@ -21,7 +21,7 @@ from mnist_cnn.config import (
     load_params,
 )
 from mnist_cnn.errors import ConfigError
-from mnist_cnn.schema import dump_yaml, flatten, from_mapping, parse_yaml, read_yaml, to_dict
+from mnist_cnn.schema import dump_yaml, flatten, from_mapping, parse_yaml, read_yaml, replace, to_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = ROOT / "params.yaml"
@@ -76,7 +76,7 @@ def test_repository_params_yaml_loads_with_expected_values():
 
 def test_params_are_frozen():
     params = load_params(PARAMS)
-    with pytest.raises(AttributeError):
+    with pytest.raises(ValidationError, match="frozen"):
         params.train.epochs = 3  # type: ignore[misc]
 
 
@@ -232,7 +232,10 @@ def test_exponent_notation_is_a_number(tmp_path, raw):
         ("train.schedule.plateau_factor=1", r"train\.schedule\.plateau_factor must be in \(0, 1\)"),
         ("model.kernel_size=4", r"model\.kernel_size must be 1, 3, 5 or 7"),
         ("model.filters=[]", r"model\.filters needs at least one conv block"),
-        ("model.filters=[32, 0]", r"model\.filters must be positive"),
+        ("model.filters=[32, 0]", r"model\.filters\[1\] must be at least 1"),
+        ("model.dense_units=[0]", r"model\.dense_units\[0\] must be at least 1"),
+        ("tune.space.lr={param: train.learning_rate, type: float}", r"tune\.space\.lr needs both low and high"),
+        ("tune.study_name=' '", r"tune\.study_name must not be empty"),
         ("model.dropout=1.0", r"model\.dropout must be in \[0, 1\)"),
         ("model.augment.rotation_deg=90", r"model\.augment\.rotation_deg must be in \[0, 45\]"),
         ("model.augment.shift=0.5", r"model\.augment\.shift must be in \[0, 0\.5\)"),
@@ -257,12 +260,23 @@ def test_missing_checksum_is_rejected():
         from_mapping(DataParams, {**read_yaml(PARAMS)["data"], "sha256": sums}, prefix="data")
 
 
-def test_dataclasses_validate_when_built_directly():
+def test_a_replaced_section_is_validated_and_its_errors_name_the_full_key():
     params = load_params(PARAMS)
-    with pytest.raises(ConfigError, match=r"train\.weight_decay"):
-        dataclasses.replace(params.train, optimizer="adam", weight_decay=0.1)
-    with pytest.raises(ConfigError, match=r"model\.convs_per_block"):
-        dataclasses.replace(params.model, convs_per_block=0)
+    with pytest.raises(ConfigError, match=r"train\.weight_decay needs optimizer adamw or sgd"):
+        replace(params.train, optimizer="adam", weight_decay=0.1)
+    with pytest.raises(ConfigError, match=r"model\.convs_per_block must be at least 1"):
+        replace(params.model, convs_per_block=0)
+    assert replace(params.train, epochs=3).epochs == 3 and params.train.epochs == 12
+
+
+def test_every_bad_key_is_named_in_one_error(raw):
+    with pytest.raises(ConfigError) as info:
+        build(raw, "train.epochs=0", "model.padding=x", "train.epoch=1", "tune.pruner.percentile=0")
+    message = str(info.value)
+    assert "\n" not in message
+    for part in ("unknown key(s) train.epoch", "train.epochs must be at least 1", "model.padding must be one of"):
+        assert part in message
+    assert "tune.pruner.percentile must be in (0, 100]" in message
 
 
 @pytest.mark.parametrize(

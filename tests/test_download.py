@@ -19,7 +19,7 @@ from helpers import ROOT, MirrorServer, clean_env, read_sha256sums, stage_cmd, s
 from mnist_cnn import config, download
 from mnist_cnn.config import MNIST_FILES, USPS_FILES, DataParams
 from mnist_cnn.errors import DataError
-from mnist_cnn.schema import dump_yaml, from_mapping, read_yaml
+from mnist_cnn.schema import dump_yaml, from_mapping, read_yaml, replace
 
 LABELS = "train-labels-idx1-ubyte"  # the smallest training file: quick to serve many times
 LABELS_GZ = f"{LABELS}.gz"
@@ -473,7 +473,7 @@ REAL_USPS = [p for p in (Path("/work/shared/usps"), ROOT.parent / "shared" / "us
 )
 def test_the_real_usps_files_match_params_yaml(monkeypatch, tmp_path):
     monkeypatch.setenv("USPS_MIRROR", str(REAL_USPS[0]))
-    params = dataclasses.replace(config.load_params(ROOT / "params.yaml").data, retries=1, timeout_s=5)
+    params = replace(config.load_params(ROOT / "params.yaml").data, retries=1, timeout_s=5)
     results = download.fetch_usps(params, tmp_path, progress=False)
     assert {r.mirror for r in results} == {str(REAL_USPS[0])}, "verified from the local copy"
     assert {r.name: r.sha256 for r in results} == params.usps.sha256

@@ -7,18 +7,18 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-import dataclasses  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from mnist_cnn import data, presets, training  # noqa: E402
 from mnist_cnn.config import AugmentParams  # noqa: E402
 from mnist_cnn.model import build_model  # noqa: E402
+from mnist_cnn.schema import replace  # noqa: E402
 
 SEED_MODEL, SEED_TRAIN = presets.load("seed", directory=Path(__file__).resolve().parents[1] / "presets")
 
 
 def seed_model(**changes):
-    return dataclasses.replace(SEED_MODEL, **changes)
+    return replace(SEED_MODEL, **changes)
 
 
 def layer_summary(model) -> list[tuple]:
@@ -117,9 +117,7 @@ def tiny_splits(subset_dir):
 
 def train_once(tiny_splits, work_dir, seed: int):
     train_split, val_split = tiny_splits
-    params = dataclasses.replace(
-        SEED_TRAIN, epochs=1, batch_size=64, seed=seed, mixed_precision="off", early_stopping_patience=0
-    )
+    params = replace(SEED_TRAIN, epochs=1, batch_size=64, seed=seed, mixed_precision="off", early_stopping_patience=0)
     return training.train(SEED_MODEL, params, train_split, val_split, work_dir, verbose=0)
 
 

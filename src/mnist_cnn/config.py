@@ -1,23 +1,41 @@
 """Typed, frozen view of params.yaml, the one home of every setting.
 
-Every section is a frozen dataclass without defaults: a key missing from params.yaml, an
-unknown key, a wrong type or an out-of-range value is an error naming the key, so nothing
-silently falls back to a value written somewhere else.
+Every section is a frozen pydantic model without defaults: a key missing from params.yaml, an
+unknown key, a wrong type or an out-of-range value is an error naming the dotted key and the
+fix, so nothing silently falls back to a value written somewhere else.
 """
 
 from __future__ import annotations
 
 import copy
+import typing
+import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
+from pydantic import AfterValidator, ValidationInfo, field_validator, model_validator
 from ruamel.yaml import YAMLError
 
 from mnist_cnn.errors import ConfigError
-from mnist_cnn.schema import check as _check
-from mnist_cnn.schema import edit_yaml_file, from_mapping, lookup, parse_yaml, read_yaml, set_dotted, to_dict
+from mnist_cnn.schema import (
+    POSITIVE,
+    Bool,
+    Float,
+    Int,
+    Section,
+    Str,
+    at_least,
+    edit_yaml_file,
+    from_mapping,
+    interval,
+    lookup,
+    parse_yaml,
+    read_yaml,
+    rule,
+    set_dotted,
+    to_dict,
+)
 
 MNIST_FILES = (
     "train-images-idx3-ubyte",
@@ -28,311 +46,261 @@ MNIST_FILES = (
 USPS_FILES = ("zip.train", "zip.test")
 
 
-@dataclass(frozen=True)
-class UspsParams:
+def _checksums_of(files: tuple[str, ...]) -> AfterValidator:
+    def check(sha256: dict[str, str]) -> dict[str, str]:
+        missing = [n for n in files if n not in sha256]
+        unknown = [n for n in sha256 if n not in files]
+        if missing:
+            raise ValueError(f"is missing checksums for {missing}")
+        if unknown:
+            raise ValueError(f"has unknown files {unknown}; expected {list(files)}")
+        return sha256
+
+    return AfterValidator(check)
+
+
+Mirrors = Annotated[tuple[Str, ...], rule(len, "needs at least one mirror")]
+Share = Annotated[Float, interval("[0, 1]")]
+Dropout = Annotated[Float, interval("[0, 1)")]
+Count = Annotated[Int, at_least(0)]
+
+
+class UspsParams(Section):
     """USPS postal digits (Hastie et al.'s `zip.train`/`zip.test`): evaluation data only."""
 
-    mirrors: tuple[str, ...]
-    sha256: dict[str, str]  # of each file's decompressed content
-
-    def __post_init__(self) -> None:
-        _check(len(self.mirrors) > 0, "data.usps.mirrors", "needs at least one mirror")
-        missing = [n for n in USPS_FILES if n not in self.sha256]
-        unknown = [n for n in self.sha256 if n not in USPS_FILES]
-        _check(not missing, "data.usps.sha256", f"is missing checksums for {missing}")
-        _check(not unknown, "data.usps.sha256", f"has unknown files {unknown}; expected {list(USPS_FILES)}")
+    key: ClassVar[str] = "data.usps"
+    mirrors: Mirrors
+    sha256: Annotated[dict[Str, Str], _checksums_of(USPS_FILES)]  # of each file's decompressed content
 
 
-@dataclass(frozen=True)
-class DataParams:
-    mirrors: tuple[str, ...]
-    sha256: dict[str, str]  # of each file's *decompressed* content: mirrors recompress
-    timeout_s: float
-    retries: int
-    backoff_s: float
-    val_fraction: float
-    split_seed: int
-    feedback_use: str  # evaluate: feedback_accuracy of its own; train: folded into the training split
+class DataParams(Section):
+    key: ClassVar[str] = "data"
+    mirrors: Mirrors
+    sha256: Annotated[dict[Str, Str], _checksums_of(MNIST_FILES)]  # of the *decompressed* content: mirrors recompress
+    timeout_s: Annotated[Float, POSITIVE]
+    retries: Annotated[Int, at_least(1)]
+    backoff_s: Float
+    val_fraction: Annotated[Float, rule(lambda v: 0 < v < 1, "must be between 0 and 1")]
+    split_seed: Int
+    feedback_use: Literal["evaluate", "train"]  # evaluate: feedback_accuracy of its own; train: in the training split
     usps: UspsParams
 
-    def __post_init__(self) -> None:
-        _check(0.0 < self.val_fraction < 1.0, "data.val_fraction", "must be between 0 and 1")
-        _check(self.timeout_s > 0, "data.timeout_s", "must be positive")
-        _check(self.retries >= 1, "data.retries", "must be at least 1")
-        _check(len(self.mirrors) > 0, "data.mirrors", "needs at least one mirror")
-        _check(self.feedback_use in ("evaluate", "train"), "data.feedback_use", "must be evaluate or train")
-        missing = [n for n in MNIST_FILES if n not in self.sha256]
-        unknown = [n for n in self.sha256 if n not in MNIST_FILES]
-        _check(not missing, "data.sha256", f"is missing checksums for {missing}")
-        _check(not unknown, "data.sha256", f"has unknown files {unknown}; expected {list(MNIST_FILES)}")
 
-
-@dataclass(frozen=True)
-class AugmentParams:
+class AugmentParams(Section):
     """Random training-only transforms, as Keras layers inside the model (inactive at inference)."""
 
-    rotation_deg: float
-    shift: float
-    zoom: float
-
-    def __post_init__(self) -> None:
-        _check(0 <= self.rotation_deg <= 45, "model.augment.rotation_deg", "must be in [0, 45]")
-        _check(0 <= self.shift < 0.5, "model.augment.shift", "must be in [0, 0.5)")
-        _check(0 <= self.zoom < 0.5, "model.augment.zoom", "must be in [0, 0.5)")
+    key: ClassVar[str] = "model.augment"
+    rotation_deg: Annotated[Float, interval("[0, 45]")]
+    shift: Annotated[Float, interval("[0, 0.5)")]
+    zoom: Annotated[Float, interval("[0, 0.5)")]
 
     @property
     def active(self) -> bool:
         return bool(self.rotation_deg or self.shift or self.zoom)
 
 
-@dataclass(frozen=True)
-class ModelParams:
-    filters: tuple[int, ...]
-    convs_per_block: int
-    kernel_size: int
+class ModelParams(Section):
+    key: ClassVar[str] = "model"
+    filters: Annotated[tuple[Annotated[Int, at_least(1)], ...], rule(len, "needs at least one conv block")]
+    convs_per_block: Annotated[Int, at_least(1)]
+    kernel_size: Annotated[Int, rule(lambda v: v in (1, 3, 5, 7), "must be 1, 3, 5 or 7")]
     padding: Literal["valid", "same"]
     downsample: Literal["maxpool", "strided"]
-    batch_norm: bool
-    block_dropout: float
-    dense_units: tuple[int, ...]
-    dropout: float
+    batch_norm: Bool
+    block_dropout: Dropout
+    dense_units: tuple[Annotated[Int, at_least(1)], ...]
+    dropout: Dropout
     augment: AugmentParams
 
-    def __post_init__(self) -> None:
-        _check(len(self.filters) >= 1, "model.filters", "needs at least one conv block")
-        _check(all(f >= 1 for f in self.filters), "model.filters", "must be positive")
-        _check(all(u >= 1 for u in self.dense_units), "model.dense_units", "must be positive")
-        _check(self.convs_per_block >= 1, "model.convs_per_block", "must be at least 1")
-        _check(self.kernel_size in (1, 3, 5, 7), "model.kernel_size", "must be 1, 3, 5 or 7")
-        _check(0 <= self.dropout < 1, "model.dropout", "must be in [0, 1)")
-        _check(0 <= self.block_dropout < 1, "model.block_dropout", "must be in [0, 1)")
 
-
-@dataclass(frozen=True)
-class ScheduleParams:
+class ScheduleParams(Section):
     """Learning-rate schedule. `onecycle` warms up linearly to train.learning_rate then
     anneals with a cosine; `plateau` divides it when validation loss stalls."""
 
+    key: ClassVar[str] = "train.schedule"
     name: Literal["constant", "onecycle", "cosine", "exponential", "plateau"]
-    warmup_fraction: float
-    final_fraction: float
-    decay_rate: float
-    plateau_factor: float
-    plateau_patience: int
-
-    def __post_init__(self) -> None:
-        _check(0 <= self.warmup_fraction < 1, "train.schedule.warmup_fraction", "must be in [0, 1)")
-        _check(0 < self.final_fraction <= 1, "train.schedule.final_fraction", "must be in (0, 1]")
-        _check(0 < self.decay_rate <= 1, "train.schedule.decay_rate", "must be in (0, 1]")
-        _check(0 < self.plateau_factor < 1, "train.schedule.plateau_factor", "must be in (0, 1)")
+    warmup_fraction: Annotated[Float, interval("[0, 1)")]
+    final_fraction: Annotated[Float, interval("(0, 1]")]
+    decay_rate: Annotated[Float, interval("(0, 1]")]
+    plateau_factor: Annotated[Float, interval("(0, 1)")]
+    plateau_patience: Int
 
 
-@dataclass(frozen=True)
-class TrainParams:
+class TrainParams(Section):
+    key: ClassVar[str] = "train"
     optimizer: Literal["adam", "adamw", "sgd"]
-    learning_rate: float
-    weight_decay: float
-    label_smoothing: float
-    batch_size: int
-    epochs: int
-    seed: int
+    learning_rate: Annotated[Float, POSITIVE]
+    weight_decay: Annotated[Float, at_least(0)]
+    label_smoothing: Dropout
+    batch_size: Annotated[Int, POSITIVE]
+    epochs: Annotated[Int, at_least(1)]
+    seed: Int
     schedule: ScheduleParams
-    early_stopping_patience: int
+    early_stopping_patience: Annotated[Int, at_least(0, "0 turns it off")]
     mixed_precision: Literal["auto", "on", "off"]
-    nondigits: float  # outlier exposure: generated non-digits as this share of the training set
+    # outlier exposure: generated non-digits as this share of the training set
+    nondigits: Annotated[Float, interval("[0, 1]", "0 turns outlier exposure off")]
 
-    def __post_init__(self) -> None:
-        _check(0 <= self.nondigits <= 1, "train.nondigits", "must be in [0, 1] (0 turns outlier exposure off)")
-        _check(self.learning_rate > 0, "train.learning_rate", "must be positive")
-        _check(self.weight_decay >= 0, "train.weight_decay", "must be >= 0")
-        _check(0 <= self.label_smoothing < 1, "train.label_smoothing", "must be in [0, 1)")
-        _check(self.batch_size >= 1, "train.batch_size", "must be positive")
-        _check(self.epochs >= 1, "train.epochs", "must be at least 1")
-        _check(self.early_stopping_patience >= 0, "train.early_stopping_patience", "must be >= 0 (0 turns it off)")
-        _check(
-            self.weight_decay == 0 or self.optimizer in ("adamw", "sgd"),
-            "train.weight_decay",
-            "needs optimizer adamw or sgd (Adam's L2 is not decoupled weight decay)",
-        )
+    @field_validator("weight_decay")
+    @classmethod
+    def _decoupled(cls, weight_decay: float, info: ValidationInfo) -> float:
+        if weight_decay and info.data.get("optimizer", "adamw") not in ("adamw", "sgd"):
+            raise ValueError("needs optimizer adamw or sgd (Adam's L2 is not decoupled weight decay)")
+        return weight_decay
 
 
-@dataclass(frozen=True)
-class EvaluateParams:
-    batch_size: int
-    grid_size: int
-    worst: int
-    nondigits: int  # held-out generated non-digits whose "not sure" share is measured
-
-    def __post_init__(self) -> None:
-        _check(self.nondigits >= 0, "evaluate.nondigits", "must be >= 0 (0: not measured)")
+class EvaluateParams(Section):
+    key: ClassVar[str] = "evaluate"
+    batch_size: Int
+    grid_size: Int
+    worst: Int
+    nondigits: Annotated[Int, at_least(0, "0: not measured")]  # held-out generated non-digits scored "not sure"
 
 
-@dataclass(frozen=True)
-class CalibrationParams:
+class CalibrationParams(Section):
     """Fitted on the validation split after training: a temperature for the probabilities and
     the confidence below which an answer is "not sure"."""
 
-    abstain_rate: float  # share of validation digits answered "not sure"
-    bins: int  # of the expected calibration error and the reliability diagram
-
-    def __post_init__(self) -> None:
-        _check(0 <= self.abstain_rate < 0.5, "calibration.abstain_rate", 'must be in [0, 0.5) (0: never "not sure")')
-        _check(2 <= self.bins <= 100, "calibration.bins", "must be in [2, 100]")
+    key: ClassVar[str] = "calibration"
+    abstain_rate: Annotated[Float, interval("[0, 0.5)", '0: never "not sure"')]  # of validation digits
+    bins: Annotated[Int, interval("[2, 100]")]  # of the expected calibration error and the reliability diagram
 
 
-@dataclass(frozen=True)
-class RegisterParams:
-    model_name: str
-    min_test_accuracy: float
-    real_digits_tolerance: float  # usps_accuracy this much below the champion's keeps a model out
-    champion_alias: str
-    challenger_alias: str
+class RegisterParams(Section):
+    key: ClassVar[str] = "register"
+    model_name: Str
+    min_test_accuracy: Share
+    real_digits_tolerance: Share  # usps_accuracy this much below the champion's keeps a model out
+    champion_alias: Str
+    challenger_alias: Str
 
-    def __post_init__(self) -> None:
-        _check(0 <= self.min_test_accuracy <= 1, "register.min_test_accuracy", "must be in [0, 1]")
-        _check(0 <= self.real_digits_tolerance <= 1, "register.real_digits_tolerance", "must be in [0, 1]")
-        _check(
-            self.champion_alias != self.challenger_alias, "register.challenger_alias", "must differ from champion_alias"
-        )
-
-
-@dataclass(frozen=True)
-class TrackingParams:
-    experiment: str
+    @field_validator("challenger_alias")
+    @classmethod
+    def _distinct(cls, alias: str, info: ValidationInfo) -> str:
+        if alias == info.data.get("champion_alias"):
+            raise ValueError("must differ from champion_alias")
+        return alias
 
 
-@dataclass(frozen=True)
-class SearchParam:
+class TrackingParams(Section):
+    key: ClassVar[str] = "tracking"
+    experiment: Str
+
+
+class SearchParam(Section):
     """One dimension of the tuning search space: which params key it sets and its range.
     `param` is a dotted params path; list entries are addressed by index (`model.filters.0`)."""
 
-    param: str
+    param: Str
     type: Literal["int", "float", "categorical"]
-    low: float | None = None
-    high: float | None = None
-    step: float | None = None
-    log: bool = False
+    low: Float | None = None
+    high: Float | None = None
+    step: Float | None = None
+    log: Bool = False
     choices: tuple[Any, ...] = ()
 
+    @model_validator(mode="after")
+    def _range(self) -> SearchParam:
+        if self.type == "categorical":
+            _require(len(self.choices) >= 1, "is categorical and needs a non-empty `choices` list")
+            _require(
+                self.low is None and self.high is None and self.step is None and not self.log,
+                "is categorical: give `choices` only (no low, high, step or log)",
+            )
+            _require(
+                len(set(map(repr, self.choices))) == len(self.choices), f"has repeated choices {list(self.choices)}"
+            )
+            return self
+        _require(not self.choices, f"is {self.type}: give low and high, not choices")
+        _require(self.low is not None and self.high is not None, "needs both low and high")
+        low, high, step = typing.cast(float, self.low), typing.cast(float, self.high), self.step
+        _require(low < high, f"has an empty or inverted range: low {low:g} must be below high {high:g}")
+        if self.type == "int":
+            ints = [v for v in (low, high, step) if v is not None]
+            _require(all(float(v).is_integer() for v in ints), "is int: low, high and step must be whole numbers")
+        if self.log:
+            _require(low > 0, f"is log-scaled: low must be positive, got {low:g}")
+            _require(step is None or (self.type == "int" and step == 1), "cannot combine log with a step")
+        if step is not None:
+            _require(step > 0, "step must be positive")
+            _require(step <= high - low, f"step {step:g} is wider than the range {low:g}..{high:g}")
+        return self
 
-@dataclass(frozen=True)
-class SamplerParams:
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ValueError(message)
+
+
+class SamplerParams(Section):
+    key: ClassVar[str] = "tune.sampler"
     name: Literal["tpe", "random"]
-    n_startup_trials: int  # random trials before TPE takes over
-    multivariate: bool
-
-    def __post_init__(self) -> None:
-        _check(self.n_startup_trials >= 0, "tune.sampler.n_startup_trials", "must be >= 0")
+    n_startup_trials: Count  # random trials before TPE takes over
+    multivariate: Bool
 
 
-@dataclass(frozen=True)
-class PrunerParams:
+class PrunerParams(Section):
     """`percentile` stops a trial whose validation accuracy after an epoch is outside the top
     `percentile` % of earlier trials at that epoch; `median` is the same at 50%."""
 
+    key: ClassVar[str] = "tune.pruner"
     name: Literal["percentile", "median", "hyperband", "none"]
-    percentile: float  # percentile: the share of trials kept at each epoch
-    n_startup_trials: int  # percentile/median: trials finished before pruning starts
-    n_warmup_steps: int  # percentile/median: epochs of a trial never pruned (0: prune from the first)
-    min_resource: int  # hyperband: epochs before the first cut
-    reduction_factor: int  # hyperband
-
-    def __post_init__(self) -> None:
-        _check(0 < self.percentile <= 100, "tune.pruner.percentile", "must be in (0, 100]")
-        _check(self.n_startup_trials >= 0, "tune.pruner.n_startup_trials", "must be >= 0")
-        _check(self.n_warmup_steps >= 0, "tune.pruner.n_warmup_steps", "must be >= 0")
-        _check(self.min_resource >= 1, "tune.pruner.min_resource", "must be at least 1")
-        _check(self.reduction_factor >= 2, "tune.pruner.reduction_factor", "must be at least 2")
+    percentile: Annotated[Float, interval("(0, 100]")]  # percentile: the share of trials kept at each epoch
+    n_startup_trials: Count  # percentile/median: trials finished before pruning starts
+    n_warmup_steps: Count  # percentile/median: epochs of a trial never pruned (0: prune from the first)
+    min_resource: Annotated[Int, at_least(1)]  # hyperband: epochs before the first cut
+    reduction_factor: Annotated[Int, at_least(2)]  # hyperband
 
 
-@dataclass(frozen=True)
-class TuneParams:
+class TuneParams(Section):
     """Optuna study settings. Trials train `epochs` epochs on a stratified `train_fraction` of
     the training split and are scored on the validation split (never the test set)."""
 
-    study_name: str
-    storage: str  # empty: journal file optuna/<study_name>.journal; else an Optuna storage URL
-    n_trials: int  # finished trials (complete or pruned) the study should hold
-    timeout_s: float  # stop starting trials after this long; 0: no limit
-    workers: int
-    heartbeat_s: float  # on a database: trial heartbeat interval; silent for 4x this long: failed
-    epochs: int
-    train_fraction: float
-    seed: int
+    key: ClassVar[str] = "tune"
+    study_name: Annotated[Str, rule(lambda v: bool(v.strip()), "must not be empty")]
+    storage: Str  # empty: journal file optuna/<study_name>.journal; else an Optuna storage URL
+    n_trials: Annotated[Int, at_least(1)]  # finished trials (complete or pruned) the study should hold
+    timeout_s: Annotated[Float, at_least(0, "0: no limit")]  # stop starting trials after this long
+    workers: Annotated[Int, at_least(1)]
+    # on a database: trial heartbeat interval; silent for 4x this long: failed
+    heartbeat_s: Annotated[Float, rule(lambda v: v >= 1, "must be at least 1 second")]
+    epochs: Annotated[Int, at_least(1)]
+    train_fraction: Annotated[Float, interval("(0, 1]")]
+    seed: Int
     sampler: SamplerParams
     pruner: PrunerParams
-    space: dict[str, SearchParam]
-
-    def __post_init__(self) -> None:
-        _check(bool(self.study_name.strip()), "tune.study_name", "must not be empty")
-        _check(self.n_trials >= 1, "tune.n_trials", "must be at least 1")
-        _check(self.timeout_s >= 0, "tune.timeout_s", "must be >= 0 (0: no limit)")
-        _check(self.workers >= 1, "tune.workers", "must be at least 1")
-        _check(self.heartbeat_s >= 1, "tune.heartbeat_s", "must be at least 1 second")
-        _check(self.epochs >= 1, "tune.epochs", "must be at least 1")
-        _check(0 < self.train_fraction <= 1, "tune.train_fraction", "must be in (0, 1]")
-        _check(bool(self.space), "tune.space", "needs at least one parameter")
-        for name, spec in self.space.items():
-            _check_search_param(f"tune.space.{name}", spec)
+    space: Annotated[dict[Str, SearchParam], rule(len, "needs at least one parameter")]
 
 
-def _check_search_param(key: str, spec: SearchParam) -> None:
-    if spec.type == "categorical":
-        _check(len(spec.choices) >= 1, key, "is categorical and needs a non-empty `choices` list")
-        _check(
-            spec.low is None and spec.high is None and spec.step is None and not spec.log,
-            key,
-            "is categorical: give `choices` only (no low, high, step or log)",
-        )
-        _check(
-            len(set(map(repr, spec.choices))) == len(spec.choices), key, f"has repeated choices {list(spec.choices)}"
-        )
-        return
-    _check(not spec.choices, key, f"is {spec.type}: give low and high, not choices")
-    _check(spec.low is not None and spec.high is not None, key, "needs both low and high")
-    assert spec.low is not None and spec.high is not None
-    _check(
-        spec.low < spec.high, key, f"has an empty or inverted range: low {spec.low:g} must be below high {spec.high:g}"
-    )
-    if spec.type == "int":
-        ints = [v for v in (spec.low, spec.high, spec.step) if v is not None]
-        _check(all(float(v).is_integer() for v in ints), key, "is int: low, high and step must be whole numbers")
-    if spec.log:
-        _check(spec.low > 0, key, f"is log-scaled: low must be positive, got {spec.low:g}")
-        _check(spec.step is None or (spec.type == "int" and spec.step == 1), key, "cannot combine log with a step")
-    if spec.step is not None:
-        _check(spec.step > 0, key, "step must be positive")
-        _check(
-            spec.step <= spec.high - spec.low,
-            key,
-            f"step {spec.step:g} is wider than the range {spec.low:g}..{spec.high:g}",
-        )
+# `register` is only ABCMeta's method on the class: on instances the field wins.
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message='Field name "register" in "Params" shadows')
 
+    class Params(Section):
+        data: DataParams
+        model: ModelParams
+        train: TrainParams
+        calibration: CalibrationParams
+        evaluate: EvaluateParams
+        register: RegisterParams
+        tracking: TrackingParams
+        tune: TuneParams
 
-@dataclass(frozen=True)
-class Params:
-    data: DataParams
-    model: ModelParams
-    train: TrainParams
-    calibration: CalibrationParams
-    evaluate: EvaluateParams
-    register: RegisterParams
-    tracking: TrackingParams
-    tune: TuneParams
-
-    def __post_init__(self) -> None:
-        for name, spec in self.tune.space.items():
-            try:
-                lookup(to_dict(self), spec.param, any_index=True)
-            except KeyError as exc:
-                raise ConfigError(
-                    f"tune.space.{name}.param {spec.param!r} is not a params key: {exc.args[0]}"
-                ) from None
-            _check(
-                spec.param.split(".")[0] in ("model", "train"),
-                f"tune.space.{name}.param",
-                f"must be under model or train, got {spec.param!r}",
-            )
+        @model_validator(mode="after")
+        def _space_keys(self) -> Params:
+            tree = to_dict(self)
+            for name, spec in self.tune.space.items():
+                try:
+                    lookup(tree, spec.param, any_index=True)
+                except KeyError as exc:
+                    raise ValueError(
+                        f"tune.space.{name}.param {spec.param!r} is not a params key: {exc.args[0]}"
+                    ) from None
+                _require(
+                    spec.param.split(".")[0] in ("model", "train"),
+                    f"tune.space.{name}.param must be under model or train, got {spec.param!r}",
+                )
+            return self
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

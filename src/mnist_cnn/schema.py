@@ -1,27 +1,23 @@
-"""Strict typed views of YAML documents: frozen dataclasses built from mappings (unknown or
-missing keys and wrong types are errors naming the dotted key), dotted-key access to nested
-dicts and lists, and the project's one YAML library (ruamel.yaml, YAML 1.2 as DVC reads it)."""
+"""Strict typed views of YAML documents: frozen pydantic sections whose every error names the
+dotted key and the fix, dotted-key access to nested dicts and lists, and the project's one YAML
+library (ruamel.yaml, YAML 1.2 as DVC reads it)."""
 
 from __future__ import annotations
 
 import collections.abc
-import dataclasses
 import io
-import types
 import typing
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, ClassVar, TypeVar
 
+from pydantic import AfterValidator, BaseModel, ConfigDict, Strict, ValidationError
 from ruamel.yaml import YAML, YAMLError
 
 from mnist_cnn import atomic
 from mnist_cnn.errors import ConfigError
 
-
-def check(ok: bool, key: str, message: str) -> None:
-    if not ok:
-        raise ConfigError(f"{key} {message}")
+S = TypeVar("S", bound="Section")
 
 
 # --- dotted keys ----------------------------------------------------------------------------
@@ -72,91 +68,128 @@ def set_dotted(tree: Any, dotted: str, value: Any, create: bool = False) -> None
         raise KeyError(f"no {last!r} in {dotted!r}")
 
 
-# --- dataclasses from mappings --------------------------------------------------------------
+# --- validated sections ---------------------------------------------------------------------
+
+Int = Annotated[int, Strict()]  # a YAML 10, never "10", 10.0 or true
+Float = Annotated[float, Strict()]  # a YAML number; an int becomes a float
+Bool = Annotated[bool, Strict()]
+Str = Annotated[str, Strict()]
 
 
-def _coerce(value: Any, tp: Any, key: str) -> Any:
-    if tp is Any:
+class Section(BaseModel):
+    """A frozen params section: unknown keys, missing keys and wrong types are errors. `key`
+    is its dotted place in params.yaml, so its errors name the full key when built alone."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    key: ClassVar[str] = ""
+
+
+def rule(ok: Callable[[Any], bool], message: str) -> AfterValidator:
+    """A check of one value; `message` follows the dotted key in the error (`must be positive`)."""
+
+    def check(value: Any) -> Any:
+        if not ok(value):
+            raise ValueError(message)
         return value
-    origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"{key} must be a mapping, got {type(value).__name__}")
-        return from_mapping(tp, value, prefix=key)
-    if origin is Literal:
-        allowed = typing.get_args(tp)
-        if value not in allowed:
-            raise ConfigError(f"{key} must be one of {list(allowed)}, got {value!r}")
-        return value
-    if origin is tuple:
-        (item_tp, _ellipsis) = typing.get_args(tp)
-        if not isinstance(value, list | tuple):
-            raise ConfigError(f"{key} must be a list, got {type(value).__name__} {value!r}")
-        return tuple(_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value))
-    if origin in (dict, collections.abc.Mapping):
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"{key} must be a mapping, got {type(value).__name__}")
-        _key_tp, val_tp = typing.get_args(tp)
-        return {str(k): _coerce(v, val_tp, f"{key}.{k}") for k, v in value.items()}
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return _coerce(value, inner, key)
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key} must be true or false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key} must be an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{key} must be a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{key} must be a string, got {value!r}")
-        return value
-    raise TypeError(f"unsupported config type {tp!r} for {key}")
+
+    return AfterValidator(check)
 
 
-def from_mapping(cls: type, data: Mapping[str, Any], prefix: str = "") -> Any:
-    """Build dataclass `cls` from `data`, rejecting unknown and missing keys and wrong types."""
-    hints = typing.get_type_hints(cls)
-    fields = dataclasses.fields(cls)
-    names = {f.name for f in fields}
-    where = f"{prefix}." if prefix else ""
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ConfigError(
-            f"unknown key(s) {', '.join(where + k for k in unknown)}; "
-            f"valid keys{' under ' + prefix if prefix else ''}: {', '.join(sorted(names))}"
-        )
-    required = dataclasses.MISSING
-    missing = [f.name for f in fields if f.name not in data and f.default is required and f.default_factory is required]
-    if missing:
-        raise ConfigError(f"missing key(s) {', '.join(where + k for k in missing)}")
-    return cls(**{k: _coerce(v, hints[k], where + k) for k, v in data.items()})
+def interval(spec: str, note: str = "") -> AfterValidator:
+    """The value must lie in `spec`, written as in mathematics: `[0, 1)`, `(0, 100]`."""
+    low, high = (float(v) for v in spec[1:-1].split(","))
+    lower = (lambda v: v >= low) if spec[0] == "[" else (lambda v: v > low)
+    upper = (lambda v: v <= high) if spec[-1] == "]" else (lambda v: v < high)
+    return rule(lambda v: lower(v) and upper(v), f"must be in {spec}" + (f" ({note})" if note else ""))
 
 
-def to_dict(obj: Any) -> Any:
-    """Plain, YAML/JSON-friendly dict of a params dataclass (tuples become lists)."""
-    if dataclasses.is_dataclass(obj):
-        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, tuple | list):
-        return [to_dict(v) for v in obj]
-    if isinstance(obj, Mapping):
-        return {k: to_dict(v) for k, v in obj.items()}
-    return obj
+def at_least(low: int, note: str = "") -> AfterValidator:
+    said = "must be >= 0" if low == 0 else f"must be at least {low}"
+    return rule(lambda v: v >= low, said + (f" ({note})" if note else ""))
 
 
-def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+POSITIVE = rule(lambda v: v > 0, "must be positive")
+
+_WANTED = {"int_type": "an integer", "float_type": "a number", "bool_type": "true or false", "string_type": "a string"}
+
+
+def _dotted(prefix: str, loc: tuple[str | int, ...]) -> str:
+    out = prefix
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _annotation_at(cls: type, loc: tuple[str | int, ...]) -> Any:
+    tp: Any = cls
+    for part in loc:
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            tp = tp.model_fields[str(part)].annotation
+        else:  # a dict's values or a tuple's items
+            tp = typing.get_args(tp)[-1]
+        while typing.get_origin(tp) is Annotated:
+            tp = typing.get_args(tp)[0]
+    return tp
+
+
+def _describe(error: Any, cls: type, prefix: str) -> str:
+    loc, kind, value = tuple(error["loc"]), error["type"], error.get("input")
+    key = _dotted(prefix, loc)
+    if kind in _WANTED:
+        return f"{key} must be {_WANTED[kind]}, got {value!r}"
+    if kind in ("tuple_type", "list_type"):
+        return f"{key} must be a list, got {type(value).__name__} {value!r}"
+    if kind in ("dict_type", "model_type"):
+        return f"{key} must be a mapping, got {type(value).__name__}"
+    if kind == "literal_error":
+        return f"{key} must be one of {list(typing.get_args(_annotation_at(cls, loc)))}, got {value!r}"
+    if kind in ("value_error", "assertion_error"):
+        return f"{key} {error['ctx']['error']}".strip()
+    return f"{key}: {error['msg']}"
+
+
+def _grouped(errors: list[Any], kind: str, cls: type, prefix: str) -> list[str]:
+    """One line per section for its unknown (`extra_forbidden`) or `missing` keys."""
+    by_parent: dict[tuple[str | int, ...], list[str]] = {}
+    for error in errors:
+        if error["type"] == kind:
+            by_parent.setdefault(tuple(error["loc"][:-1]), []).append(_dotted(prefix, tuple(error["loc"])))
+    if kind == "missing":
+        return [f"missing key(s) {', '.join(keys)}" for keys in by_parent.values()]
+    lines = []
+    for parent, keys in by_parent.items():
+        under = _dotted(prefix, parent)
+        valid = ", ".join(sorted(_annotation_at(cls, parent).model_fields))
+        lines.append(f"unknown key(s) {', '.join(keys)}; valid keys{' under ' + under if under else ''}: {valid}")
+    return lines
+
+
+def from_mapping(cls: type[S], data: Any, prefix: str | None = None) -> S:
+    """Validate `data` as section `cls`; ConfigError naming every bad dotted key otherwise."""
+    prefix = cls.key if prefix is None else prefix
+    try:
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        errors = exc.errors()
+        lines = _grouped(errors, "extra_forbidden", cls, prefix) + _grouped(errors, "missing", cls, prefix)
+        lines += [_describe(e, cls, prefix) for e in errors if e["type"] not in ("extra_forbidden", "missing")]
+        raise ConfigError("; ".join(lines)) from None
+
+
+def replace(section: S, **changes: Any) -> S:
+    """`section` with `changes`, validated (pydantic's `model_copy(update=...)` is not)."""
+    return from_mapping(type(section), {**dict(section), **changes})
+
+
+def to_dict(obj: BaseModel) -> dict[str, Any]:
+    """Plain, YAML/JSON-friendly dict of a section (tuples become lists)."""
+    return obj.model_dump(mode="json")
+
+
+def flatten(obj: BaseModel | Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """`{"train.learning_rate": 0.001, "model.filters": "[32, 64]", ...}` for MLflow params."""
     out: dict[str, Any] = {}
-    for key, value in to_dict(obj).items():
+    for key, value in (to_dict(obj) if isinstance(obj, BaseModel) else obj).items():
         name = f"{prefix}{key}"
         if isinstance(value, dict) and value:
             out.update(flatten(value, f"{name}."))

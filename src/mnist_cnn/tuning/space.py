@@ -3,13 +3,13 @@ sections, and sampling one trial's params from it."""
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import optuna
 
 from mnist_cnn.config import ModelParams, Params, SearchParam, TrainParams, with_values
 from mnist_cnn.errors import ConfigError
+from mnist_cnn.schema import replace
 
 
 def _endpoints(spec: SearchParam) -> list[Any]:
@@ -44,5 +44,5 @@ def trial_params(params: Params, trial: optuna.Trial) -> tuple[ModelParams, Trai
     Returns the model and train params and the sampled values by params key."""
     values = {spec.param: suggest(trial, name, spec) for name, spec in params.tune.space.items()}
     sampled = with_values(params, values)
-    train = dataclasses.replace(sampled.train, epochs=params.tune.epochs, early_stopping_patience=0)
+    train = replace(sampled.train, epochs=params.tune.epochs, early_stopping_patience=0)
     return sampled.model, train, values
