@@ -67,8 +67,9 @@ def tracking_latency(uri: str, epochs: int, gates: int) -> tuple[float, float]:
     """Median ms per logged epoch and per registry gate against `uri`."""
     import mlflow
 
-    from mnist_cnn import registry, tracking
+    from mnist_cnn import registry
     from mnist_cnn.config import RegisterParams
+    from mnist_cnn.tracking import runs
 
     class Constant(mlflow.pyfunc.PythonModel):
         def predict(self, context, model_input):
@@ -81,7 +82,7 @@ def tracking_latency(uri: str, epochs: int, gates: int) -> tuple[float, float]:
     with mlflow.start_run():
         for epoch in range(1, epochs + 1):
             start = time.perf_counter()
-            tracking.log_epoch(epoch, {"train_loss": 0.1, "train_accuracy": 0.9, "val_loss": 0.1, "val_accuracy": 0.9})
+            runs.log_epoch(epoch, {"train_loss": 0.1, "train_accuracy": 0.9, "val_loss": 0.1, "val_accuracy": 0.9})
             per_epoch.append(time.perf_counter() - start)
     params = RegisterParams(
         model_name=name, min_test_accuracy=0.5, champion_alias="champion", challenger_alias="challenger"

@@ -2,12 +2,12 @@
 (USPS, encoded as a user's files and read through `images.prepare`) and on generated non-digits it
 never saw, into the same MLflow run as the model."""
 
-import mlflow
-
-from mnist_cnn import atomic, calibrate, config, data, figures, nondigits, presets, tracking, usps
+from mnist_cnn import atomic, calibrate, config, data, figures, nondigits, presets, usps
 from mnist_cnn.entrypoint import run_main, stage_parser
 from mnist_cnn.errors import DataError
 from mnist_cnn.schema import flatten
+from mnist_cnn.tracking import run_info
+from mnist_cnn.tracking.runs import stage_run
 from mnist_runtime import calibration
 
 PATHS = {
@@ -33,7 +33,7 @@ def main() -> None:
 
     params = config.load_params(args.params, args.overrides)
     test = data.load_split(args.data_dir, "test")
-    info = tracking.read_run_info(args.run_info)
+    info = run_info.read(args.run_info)
     if not args.model.is_file():
         raise DataError(f"{args.model} is missing; run the train stage first (dvc repro train)")
     model = keras.saving.load_model(args.model, compile=False, safe_mode=True)
@@ -50,22 +50,21 @@ def main() -> None:
         result.metrics.update(evaluation.nondigit_metrics(model, held_out, record, batch))
 
     root = config.project_root()
-    experiment = tracking.configure(params.tracking, root)
-    with tracking.stage_run("evaluate", experiment, root, run_id=info["run_id"]):
-        tracking.log_params(flatten(params.evaluate, "evaluate."))
+    with stage_run("evaluate", params.tracking, root, run_id=info["run_id"]) as run:
+        run.log_params(flatten(params.evaluate, "evaluate."))
         digest = data.file_sha256(args.data_dir / "test.npz")
-        test_set = tracking.log_dataset(test, "test", args.data_dir / "test.npz", digest, "testing")
-        mlflow.log_metrics(
+        test_set = run.log_dataset(test, "test", args.data_dir / "test.npz", digest, "testing")
+        run.log_metrics(
             {k: v for k, v in result.metrics.items() if k not in real.metrics},
             dataset=test_set,
             model_id=info.get("model_id"),
         )
         usps_file = args.usps_dir / f"{usps.TEST}.gz"
-        usps_set = tracking.log_dataset(
+        usps_set = run.log_dataset(
             data.Split(real.x, real.y), "usps-test", usps_file, data.file_sha256(usps_file), "real-digits"
         )
-        mlflow.log_metrics({k: v for k, v in real.metrics.items()}, dataset=usps_set, model_id=info.get("model_id"))
-        tracking.log_table(result.report, "evaluation/classification_report.json")
+        run.log_metrics(real.metrics, dataset=usps_set, model_id=info.get("model_id"))
+        run.log_table(result.report, "evaluation/classification_report.json")
         shown = (test.x, test.y, result.predicted, result.confidence)
         for name, fig in (("confusion_matrix", figures.confusion_matrix(result.confusion)),
                           ("sample_predictions", figures.sample_predictions(*shown, params.evaluate.grid_size)),
@@ -74,7 +73,7 @@ def main() -> None:
                                                                     "on USPS", real.rendering)),
                           ("reliability", figures.reliability_diagram(
                               {"MNIST test": calibrate.reliability(proba, test.y, bins), "USPS": real.reliability}))):  # fmt: skip
-            tracking.log_figure(fig, f"evaluation/{name}.png", args.figures)
+            run.log_figure(fig, f"evaluation/{name}.png", args.figures)
         metrics = dict(result.metrics)
         corrected = (
             data.load_split(args.data_dir, data.FEEDBACK)
@@ -84,10 +83,10 @@ def main() -> None:
         if corrected is not None and len(corrected):
             metrics.update(evaluation.feedback_metrics(model, corrected, params.evaluate.batch_size))
             digest = data.file_sha256(args.data_dir / f"{data.FEEDBACK}.npz")
-            feedback_set = tracking.log_dataset(
+            feedback_set = run.log_dataset(
                 corrected, data.FEEDBACK, args.data_dir / f"{data.FEEDBACK}.npz", digest, "feedback"
             )
-            mlflow.log_metrics(
+            run.log_metrics(
                 {k: v for k, v in metrics.items() if k.startswith("feedback_")},
                 dataset=feedback_set,
                 model_id=info.get("model_id"),
@@ -100,7 +99,7 @@ def main() -> None:
         atomic.write_rows(args.report, result.report)
         atomic.write_json(args.metrics, {**metrics, **result.per_digit})
         accuracy = result.metrics["test_accuracy"]
-        mlflow.set_tag(tracking.TAG_NOTE, f"train + evaluate: {presets.describe(params)}, test_accuracy {accuracy:.4f}")
+        run.note(f"train + evaluate: {presets.describe(params)}, test_accuracy {accuracy:.4f}")
     m = metrics
     extra = (
         f"; feedback_accuracy {m['feedback_accuracy']:.4f} on {m['feedback_images']:.0f} images"

@@ -1,11 +1,10 @@
 """Stage preprocess: parse the IDX files, split train/validation (stratified, seeded), add the
 web page's feedback digits (a split of their own, or folded into training), write uint8 arrays."""
 
-import mlflow
-
-from mnist_cnn import config, data, feedback, figures, tracking
+from mnist_cnn import config, data, feedback, figures
 from mnist_cnn.atomic import atomic_dir
 from mnist_cnn.entrypoint import run_main, stage_parser
+from mnist_cnn.tracking.runs import stage_run
 
 
 def main() -> None:
@@ -23,9 +22,8 @@ def main() -> None:
     splits = {"train": train, "val": val, "test": test, data.FEEDBACK: corrected}
 
     root = config.project_root()
-    experiment = tracking.configure(params.tracking, root)
-    with tracking.stage_run("preprocess", experiment, root):
-        tracking.log_params(
+    with stage_run("preprocess", params.tracking, root) as run:
+        run.log_params(
             {
                 "data.val_fraction": params.data.val_fraction,
                 "data.split_seed": params.data.split_seed,
@@ -38,16 +36,16 @@ def main() -> None:
             data.write_manifest(tmp)
         shown = {name: split for name, split in splits.items() if len(split) or name in data.SPLITS}
         counts = {name: split.class_counts() for name, split in shown.items()}
-        tracking.log_table(
+        run.log_table(
             [{"digit": d, **{name: counts[name][d] for name in shown}} for d in range(data.NUM_CLASSES)],
             "data/class_counts.json",
         )
-        mlflow.log_metrics({f"{name}_images": float(len(split)) for name, split in splits.items()})
-        tracking.log_figure(figures.class_counts(counts), "data/class_counts.png")
-        tracking.log_figure(figures.training_samples(train.x, train.y), "data/samples.png")
-        mlflow.set_tags({f"data.sha256.{k}": v for k, v in data.processed_checksums(args.out_dir).items()})
+        run.log_metrics({f"{name}_images": len(split) for name, split in splits.items()})
+        run.log_figure(figures.class_counts(counts), "data/class_counts.png")
+        run.log_figure(figures.training_samples(train.x, train.y), "data/samples.png")
+        run.set_tags({f"data.sha256.{k}": v for k, v in data.processed_checksums(args.out_dir).items()})
         line = ", ".join(f"{name}: {len(split)} images" for name, split in shown.items())
-        mlflow.set_tag(tracking.TAG_NOTE, f"preprocess: {line}")
+        run.note(f"preprocess: {line}")
         print(line)
 
 

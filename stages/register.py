@@ -2,11 +2,11 @@
 
 import json
 
-import mlflow
-
-from mnist_cnn import atomic, config, data, model_card, presets, registry, tracking
+from mnist_cnn import atomic, config, data, model_card, presets, registry
 from mnist_cnn.entrypoint import run_main, stage_parser
 from mnist_cnn.schema import flatten
+from mnist_cnn.tracking import run_info
+from mnist_cnn.tracking.runs import stage_run
 
 PATHS = {
     "--run-info": "the train stage's MLflow run (JSON)",
@@ -20,13 +20,12 @@ PATHS = {
 def main() -> None:
     args = stage_parser(__doc__, PATHS).parse_args()
     params = config.load_params(args.params, args.overrides)
-    info = tracking.read_run_info(args.run_info)
+    info = run_info.read(args.run_info)
     metrics = registry.read_test_metrics(args.metrics)
 
     root = config.project_root()
-    experiment = tracking.configure(params.tracking, root)
-    with tracking.stage_run("register", experiment, root):
-        tracking.log_params(flatten(params.register, "register."))
+    with stage_run("register", params.tracking, root) as run:
+        run.log_params(flatten(params.register, "register."))
         tags = registry.version_tags(params, args.data_dir, root)
         described = presets.describe(params)
         checksums = {
@@ -39,14 +38,15 @@ def main() -> None:
             return model_card.render(params.register.model_name, version, metrics, train, checksums, described, verdict)
 
         report = registry.register(info["model_uri"], info["run_id"], metrics, tags, params.register, described, card)
-        mlflow.log_metrics({"registered_version": float(report["version"]), "promoted": float(report["promoted"])})
-        mlflow.set_tag("mnist_cnn.gate_rule", report["rule"])
-        mlflow.set_tags(
-            {"mnist_cnn.registered": f"{report['model_name']}/{report['version']}", "mnist_cnn.alias": report["alias"]}
-        )
-        tracking.log_dict(report, "register/report.json")
+        run.log_metrics({"registered_version": report["version"], "promoted": report["promoted"]})
+        run.set_tags({
+            "mnist_cnn.gate_rule": report["rule"],
+            "mnist_cnn.registered": f"{report['model_name']}/{report['version']}",
+            "mnist_cnn.alias": report["alias"],
+        })  # fmt: skip
+        run.log_document(report, "register/report.json")
         atomic.write_json(args.report, report)
-        mlflow.set_tag(tracking.TAG_NOTE, f"register: version {report['version']} -> @{report['alias']}")
+        run.note(f"register: version {report['version']} -> @{report['alias']}")
     print(f"{report['model_name']} version {report['version']} -> @{report['alias']}: {report['reason']}")
 
 

@@ -3,10 +3,10 @@ validation (temperature and the "not sure" threshold), log it all to MLflow."""
 
 import shutil
 
-import mlflow
-
-from mnist_cnn import atomic, config, data, figures, packaging, presets, tracking
+from mnist_cnn import atomic, config, data, figures, packaging, presets
 from mnist_cnn.entrypoint import run_main, stage_parser
+from mnist_cnn.tracking import run_info
+from mnist_cnn.tracking.runs import stage_run
 from mnist_runtime import calibration
 
 PATHS = {
@@ -30,32 +30,27 @@ def main() -> None:
     work_dir = training.resume_dir(args.work_dir, params.model, params.train, checksums)
 
     root = config.project_root()
-    experiment = tracking.configure(params.tracking, root)
-    with tracking.stage_run("train", experiment, root, system_metrics=True) as run:
-        tracking.log_training_inputs(params, args.data_dir, {"train": train_split, "val": val_split}, checksums)
-        result = training.train(
-            params.model, params.train, train_split, val_split, work_dir, on_epoch=[tracking.log_epoch]
-        )
+    with stage_run("train", params.tracking, root, system_metrics=True) as run:
+        run.log_training_inputs(params, args.data_dir, {"train": train_split, "val": val_split}, checksums)
+        result = training.train(params.model, params.train, train_split, val_split, work_dir, on_epoch=[run.log_epoch])
         network, record, fit = training.calibrate(result.model, val_split, params.calibration)
         summary = {**result.summary(), **fit}
-        mlflow.log_metrics({k: float(v) for k, v in summary.items()})
+        run.log_metrics(summary)
         curves = figures.learning_curves(result.history, result.best_epoch)
-        tracking.log_figure(curves, "training/learning_curves.png", args.figures)
-        tracking.log_table(result.history, "training/history.json")
+        run.log_figure(curves, "training/learning_curves.png", args.figures)
+        run.log_table(result.history, "training/history.json")
         with atomic.atomic_path(args.model) as tmp:
             network.save(tmp)
             calibration.write(tmp, record)
             model_info = packaging.log_model(tmp, val_split.x[:2])
         atomic.write_rows(args.history, result.history)
         atomic.write_json(args.metrics, summary)
-        atomic.write_json(args.run_info, tracking.run_info(run, model_info))
-        mlflow.set_tag(
-            tracking.TAG_NOTE, f"train: {presets.describe(params)}, best val_accuracy {result.best['val_accuracy']:.4f}"
-        )
+        run_info.write(args.run_info, run.run_id, run.experiment_id, model_info)
+        run.note(f"train: {presets.describe(params)}, best val_accuracy {result.best['val_accuracy']:.4f}")
     shutil.rmtree(work_dir, ignore_errors=True)
     print(
         f"best epoch {result.best_epoch}/{len(result.history)}: val_accuracy {result.best['val_accuracy']:.4f}, "
-        f"{result.seconds:.1f}s; MLflow run {run.info.run_id}"
+        f"{result.seconds:.1f}s; MLflow run {run.run_id}"
     )
     print(
         f"calibrated: temperature {fit['temperature']:.3f}, val_ece {fit['val_ece_uncalibrated']:.4f} -> {fit['val_ece']:.4f}; "

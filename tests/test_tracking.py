@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from helpers import free_port
-from mnist_cnn import config, tracking
+from mnist_cnn import config
 from mnist_cnn.errors import TrackingError
+from mnist_cnn.tracking import lineage, store
 
 
 @pytest.fixture
@@ -66,14 +67,14 @@ def test_project_root_of_the_repository_holds_params_yaml():
 
 def test_tracking_uri_honours_mlflow_tracking_uri(monkeypatch, project):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.example:5000")
-    assert tracking.tracking_uri(project) == "http://mlflow.example:5000"
+    assert store.tracking_uri(project) == "http://mlflow.example:5000"
 
 
 def test_tracking_uri_defaults_to_sqlite_in_the_project_root(monkeypatch, project):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    assert tracking.tracking_uri(project) == f"sqlite:///{project}/mlflow.db"
+    assert store.tracking_uri(project) == f"sqlite:///{project}/mlflow.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "   ")  # blank counts as unset
-    assert tracking.tracking_uri(project) == f"sqlite:///{project}/mlflow.db"
+    assert store.tracking_uri(project) == f"sqlite:///{project}/mlflow.db"
 
 
 def test_tracking_uri_without_root_uses_the_project_root(monkeypatch, project):
@@ -81,7 +82,7 @@ def test_tracking_uri_without_root_uses_the_project_root(monkeypatch, project):
     sub = project / ".dvc" / "tmp" / "exps" / "tmpxyz"
     sub.mkdir(parents=True)
     monkeypatch.chdir(sub)
-    assert tracking.tracking_uri() == f"sqlite:///{project}/mlflow.db"
+    assert store.tracking_uri() == f"sqlite:///{project}/mlflow.db"
 
 
 # --- check_reachable ------------------------------------------------------------------------
@@ -90,7 +91,7 @@ def test_tracking_uri_without_root_uses_the_project_root(monkeypatch, project):
 def test_check_reachable_closed_port_is_unreachable():
     uri = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(TrackingError, match="unreachable") as info:
-        tracking.check_reachable(uri, timeout=2)
+        store.check_reachable(uri, timeout=2)
     assert uri in str(info.value)
     assert "MLFLOW_TRACKING_URI" in str(info.value)
 
@@ -98,20 +99,20 @@ def test_check_reachable_closed_port_is_unreachable():
 def test_check_reachable_http_error_on_health_is_a_tracking_error(mirror):
     # The loopback mirror answers /mnist/health with 404, like a server that is not MLflow.
     with pytest.raises(TrackingError, match="answered HTTP 404 on /health"):
-        tracking.check_reachable(mirror.url, timeout=2)
+        store.check_reachable(mirror.url, timeout=2)
     assert mirror.requests == ["/mnist/health"]
 
 
 def test_check_reachable_accepts_a_server_that_wants_credentials(mirror):
     mirror.faults["health"] = [401]
-    tracking.check_reachable(mirror.url.rstrip("/"), timeout=2)
+    store.check_reachable(mirror.url.rstrip("/"), timeout=2)
     assert mirror.requests == ["/mnist/health"]
 
 
 def test_check_reachable_sqlite_needs_a_writable_folder(tmp_path):
-    tracking.check_reachable(f"sqlite:///{tmp_path}/mlflow.db")
+    store.check_reachable(f"sqlite:///{tmp_path}/mlflow.db")
     with pytest.raises(TrackingError, match="is missing or read-only"):
-        tracking.check_reachable(f"sqlite:///{tmp_path}/missing/mlflow.db")
+        store.check_reachable(f"sqlite:///{tmp_path}/missing/mlflow.db")
 
 
 # --- pipeline_id ----------------------------------------------------------------------------
@@ -119,14 +120,14 @@ def test_check_reachable_sqlite_needs_a_writable_folder(tmp_path):
 
 def test_pipeline_id_honours_the_environment(monkeypatch):
     monkeypatch.setenv("MNIST_CNN_PIPELINE_ID", "sweep-7")
-    assert tracking.pipeline_id() == "sweep-7"
+    assert lineage.pipeline_id() == "sweep-7"
     monkeypatch.setenv("MNIST_CNN_PIPELINE_ID", "  sweep-8 ")
-    assert tracking.pipeline_id() == "sweep-8"
+    assert lineage.pipeline_id() == "sweep-8"
 
 
 def test_pipeline_id_without_environment_is_a_short_hex_id(monkeypatch):
     monkeypatch.delenv("MNIST_CNN_PIPELINE_ID", raising=False)
-    pid = tracking.pipeline_id()
+    pid = lineage.pipeline_id()
     assert re.fullmatch(r"[0-9a-f]{12}", pid), pid
-    if tracking._dvc_ancestor() is None:  # not run under dvc: each call is its own pipeline
-        assert tracking.pipeline_id() != pid
+    if lineage.dvc_ancestor() is None:  # not run under dvc: each call is its own pipeline
+        assert lineage.pipeline_id() != pid

@@ -168,20 +168,20 @@ def build_parser() -> argparse.ArgumentParser:
 def _ui(args: argparse.Namespace) -> int:
     import mlflow
 
-    from mnist_cnn import tracking
+    from mnist_cnn.tracking import store
 
     params = config.load_params(args.params, args.overrides)
     root = config.project_root()
-    uri = tracking.tracking_uri(root)
+    uri = store.tracking_uri(root)
     server = uri.startswith(("http://", "https://"))
-    tracking.check_reachable(uri)
+    store.check_reachable(uri)
     experiment = None
-    if server or not uri.startswith("sqlite:///") or Path(uri[len("sqlite:///") :]).is_file():
+    if (path := store.sqlite_path(uri)) is None or path.is_file():
         try:
             experiment = mlflow.MlflowClient(uri).get_experiment_by_name(params.tracking.experiment)
         except mlflow.exceptions.MlflowException as exc:
             raise TrackingError(f"tracking store {uri} cannot be read: {exc.message.splitlines()[0]}") from None
-    links = tracking.ui_links(
+    links = store.ui_links(
         uri if server else f"http://{args.host}:{args.port}",
         experiment and experiment.experiment_id,
         params.register.model_name,
@@ -215,11 +215,12 @@ def _ui(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from mnist_cnn import registry, tracking
+    from mnist_cnn import registry
+    from mnist_cnn.tracking import store
 
     params = config.load_params(args.params, args.overrides)
     root = config.project_root()
-    tracking.configure(params.tracking, root)
+    store.configure(params.tracking, root)
     model = args.model or registry.champion_uri(params.register.model_name, params.register.champion_alias)
     cmd = [
         "mlflow",
@@ -237,7 +238,7 @@ def _serve(args: argparse.Namespace) -> int:
         str(args.workers),
     ]
     print(" ".join(cmd), file=sys.stderr, flush=True)
-    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking.tracking_uri(root)}
+    env = {**os.environ, "MLFLOW_TRACKING_URI": store.tracking_uri(root)}
     os.execvpe(cmd[0], cmd, env)
     return 0
 
@@ -269,9 +270,7 @@ def _tune(args: argparse.Namespace) -> int:
     from mnist_cnn.tuning.trial import OBJECTIVE
 
     params = config.load_params(args.params, overrides)
-    result = run_study(
-        params, args.params, overrides, args.data_dir, config.project_root(), progress=not args.no_progress
-    )
+    result = run_study(params, args.data_dir, config.project_root(), progress=not args.no_progress)
     counts = result.counts
     print(
         f"study {result.study_name}: {counts['COMPLETE']} complete, {counts['PRUNED']} pruned, {counts['FAIL']} failed "
@@ -375,10 +374,11 @@ def _model_or_champion(args: argparse.Namespace) -> str:
     """`--model` as given, else the registry's champion (a clear error when there is none)."""
     if args.model:
         return args.model
-    from mnist_cnn import registry, tracking
+    from mnist_cnn import registry
+    from mnist_cnn.tracking import store
 
     params = config.load_params(args.params, args.overrides)
-    tracking.configure(params.tracking, config.project_root())
+    store.configure(params.tracking, config.project_root())
     return registry.champion_uri(params.register.model_name, params.register.champion_alias)
 
 

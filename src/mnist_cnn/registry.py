@@ -18,11 +18,12 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from mnist_cnn import data, liveness, model_card, tracking
+from mnist_cnn import data, liveness, model_card
 from mnist_cnn.config import Params, RegisterParams
 from mnist_cnn.entrypoint import verbose
 from mnist_cnn.errors import TrackingError
 from mnist_cnn.schema import to_dict
+from mnist_cnn.tracking import lineage
 
 LOCK_SUFFIX = ".gate-lock"
 REGISTRATION_CHATTER = ("Successfully registered model", "Created version")  # mlflow.register_model's prints
@@ -115,11 +116,11 @@ def read_test_metrics(path: Path) -> dict[str, float]:
 
 def version_tags(params: Params, data_dir: Path, root: Path) -> dict[str, str]:
     """What a model version is tagged with: git state, pipeline, params and data checksums."""
-    git = tracking.git_state(root)
+    git = lineage.git_state(root)
     return {
-        "git_commit": git[tracking.TAG_COMMIT],
-        "git_dirty": git[tracking.TAG_DIRTY],
-        "pipeline_id": tracking.pipeline_id(),
+        "git_commit": git[lineage.TAG_COMMIT],
+        "git_dirty": git[lineage.TAG_DIRTY],
+        "pipeline_id": lineage.pipeline_id(),
         "params": json.dumps({"model": to_dict(params.model), "train": to_dict(params.train)}, sort_keys=True),
         **{f"data_sha256_{k}": v for k, v in data.processed_checksums(data_dir).items()},
     }

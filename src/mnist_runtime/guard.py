@@ -19,7 +19,6 @@ from importlib.metadata import version
 from types import ModuleType
 
 from mlflow.exceptions import MlflowException
-from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
 from mnist_runtime.decode import PIXELS_COLUMN
 
@@ -96,8 +95,8 @@ def install() -> bool:
         try:
             return original(data, content_type, model, input_schema)
         except RecursionError:
-            raise MlflowException(
-                "JSON is nested too deeply; send at most 4 levels of arrays", error_code=INVALID_PARAMETER_VALUE
+            raise MlflowException.invalid_parameter_value(
+                "JSON is nested too deeply; send at most 4 levels of arrays"
             ) from None
         except MlflowException as exc:
             exc.message = shorten_message(exc.message)

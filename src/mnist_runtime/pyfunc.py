@@ -10,7 +10,6 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
-from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
 from mnist_runtime import calibration, guard
 from mnist_runtime.calibration import Calibration
@@ -51,5 +50,5 @@ with warnings.catch_warnings(record=True):
             try:
                 pixels = to_model_input(model_input)
             except RequestError as exc:
-                raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from None
+                raise MlflowException.invalid_parameter_value(str(exc)) from None
             return format_predictions(self.classifier(pixels), self.classifier.calibration)

@@ -24,9 +24,9 @@ LOGGER = textwrap.dedent(
     import sys
     from pathlib import Path
     import mlflow
-    from mnist_cnn import tracking
+    from mnist_cnn.tracking import store
     from mnist_cnn.config import TrackingParams
-    experiment = tracking.configure(TrackingParams(experiment="mnist-cnn"), Path(sys.argv[1]))
+    experiment = store.configure(TrackingParams(experiment="mnist-cnn"), Path(sys.argv[1]))
     with mlflow.start_run(experiment_id=experiment, run_name=sys.argv[2]):
         mlflow.log_params({"worker": sys.argv[2]})
         for step in range(30):
@@ -139,11 +139,13 @@ def test_a_tuning_worker_killed_mid_trial_is_failed_and_the_study_still_complete
     try:
         while victim is None and time.time() < deadline:
             time.sleep(0.3)
-            if not (workdir / "optuna" / "mnist-cnn.journal").exists():
+            try:
+                trials = load_study(workdir).get_trials(deepcopy=False)
+            except KeyError:  # the journal file is made a moment before the study is written into it
                 continue
             running = [
                 t
-                for t in load_study(workdir).get_trials(deepcopy=False)
+                for t in trials
                 if t.state.name == "RUNNING" and "mlflow_run_id" in t.user_attrs and t.user_attrs.get("epochs_trained")
             ]
             if len(running) == 2:

@@ -13,13 +13,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import matplotlib.pyplot as plt
-import mlflow
 import optuna
 import optuna.visualization.matplotlib as ovm
 import pandas as pd
 from tqdm import tqdm
 
-from mnist_cnn import tracking
+from mnist_cnn.tracking.runs import StageRun
 from mnist_cnn.tuning.storage import count_trials, open_storage
 from mnist_cnn.tuning.trial import OBJECTIVE, VALUES_ATTR
 
@@ -193,7 +192,7 @@ def _figures(study: optuna.Study) -> dict[str, Any]:
     return figures
 
 
-def log_study(study: optuna.Study, result: StudyResult) -> None:
+def log_study(run: StageRun, study: optuna.Study, result: StudyResult) -> None:
     """The parent run: best params and value, counts, the trials table and Optuna's figures."""
     metrics = {
         "trials_complete": result.counts["COMPLETE"],
@@ -205,23 +204,22 @@ def log_study(study: optuna.Study, result: StudyResult) -> None:
     if result.best_value is not None:
         metrics[f"best_{OBJECTIVE}"] = result.best_value
         metrics["best_trial"] = result.best_number
-        tracking.log_params({f"best.{k}": v for k, v in result.best_params.items()})
-    mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
+        run.log_params({f"best.{k}": v for k, v in result.best_params.items()})
+    run.log_metrics(metrics)
     best = (
         f"best {OBJECTIVE} {result.best_value:.4f} (trial {result.best_number})"
         if result.best_value is not None
         else "no trial complete"
     )
     counts = result.counts
-    mlflow.set_tag(
-        tracking.TAG_NOTE,
+    run.note(
         f"tune: study {result.study_name}, {counts['COMPLETE']} complete, "
-        f"{counts['PRUNED']} pruned, {counts['FAIL']} failed; {best}",
+        f"{counts['PRUNED']} pruned, {counts['FAIL']} failed; {best}"
     )
     frame = trials_frame(study)
     if not frame.empty:
-        tracking.log_table(frame.to_dict("records"), "tuning/trials.json")
-    tracking.log_dict(result.best_document(), "tuning/best_params.yaml")
+        run.log_table(frame.to_dict("records"), "tuning/trials.json")
+    run.log_document(result.best_document(), "tuning/best_params.yaml")
     for name, fig in _figures(study).items():
-        tracking.log_figure(fig, f"tuning/{name}.png")
+        run.log_figure(fig, f"tuning/{name}.png")
         plt.close(fig)

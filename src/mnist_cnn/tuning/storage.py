@@ -115,8 +115,8 @@ def fail_stale_trials(study: optuna.Study) -> list[int]:
         if not liveness.is_dead(trial.user_attrs.get(WORKER_ATTR)):
             continue
         try:
-            study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-        except (RuntimeError, optuna.exceptions.UpdateFinishedTrialError):
+            study.tell(trial.number, state=TrialState.FAIL)
+        except (ValueError, RuntimeError, optuna.exceptions.UpdateFinishedTrialError):
             continue  # finished meanwhile
         failed.append(trial.number)
         liveness.kill_run(trial.user_attrs.get(MLFLOW_RUN_ATTR))

@@ -4,6 +4,8 @@ Trials train on a stratified share of the training split and are scored on the v
 (never the test set); each trial is a nested MLflow run under one parent run per invocation.
 The study persists (see `storage`), so an interrupted study resumes with the same command.
 `workers > 1` runs that many spawned processes on the same study, each with its own sampler seed.
+Workers ask and tell rather than `study.optimize` with `MaxTrialsCallback`, which counts after a
+trial ends and so overshoots `n_trials` (11 trials for 8 with 4 workers: benchmarks/optuna_fit.py).
 """
 
 from __future__ import annotations
@@ -21,10 +23,11 @@ from pathlib import Path
 import mlflow
 import optuna
 
-from mnist_cnn import config, data, entrypoint, tracking
+from mnist_cnn import data, entrypoint
 from mnist_cnn.config import Params
 from mnist_cnn.errors import TuneError
 from mnist_cnn.schema import flatten
+from mnist_cnn.tracking.runs import stage_run
 from mnist_cnn.tuning.report import Progress, StudyResult, log_study, summarise
 from mnist_cnn.tuning.space import check_space
 from mnist_cnn.tuning.storage import (
@@ -81,8 +84,7 @@ def sampler_seed(base: int, *salt: int) -> int:
 class WorkerSpec:
     """Everything a worker process needs (picklable: workers are spawned, not forked)."""
 
-    params_path: str
-    overrides: tuple[str, ...]
+    params: Params  # validated once, by the command: workers never re-read params.yaml
     data_dir: str
     storage: str
     lock: str
@@ -109,10 +111,11 @@ def worker(spec: WorkerSpec) -> None:
     passes; while the last slots are held by trials running elsewhere, wait for them."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     _set_threads(spec.threads)
-    params = config.load_params(spec.params_path, list(spec.overrides))
+    params = spec.params
+    storage = open_storage(spec.storage, 1, params.tune.heartbeat_s)
     study = optuna.load_study(
         study_name=params.tune.study_name,
-        storage=open_storage(spec.storage, 1, params.tune.heartbeat_s),
+        storage=storage,
         sampler=make_sampler(params, spec.seed, spec.parallel),
         pruner=make_pruner(params),
     )
@@ -121,7 +124,7 @@ def worker(spec: WorkerSpec) -> None:
     while spec.deadline is None or time.time() < spec.deadline:
         trial = claim(study, params.tune.n_trials, claim_lock(spec.storage, params.tune.study_name, Path(spec.lock)))
         if trial is not None:
-            run_trial(trial, study, params, train, val, spec.experiment_id, spec.parent_run_id)
+            run_trial(trial, study, storage, params, train, val, spec.experiment_id, spec.parent_run_id)
             continue
         counts = count_trials(study)
         if counts["COMPLETE"] + counts["PRUNED"] >= params.tune.n_trials:
@@ -217,8 +220,6 @@ def _open_study(params: Params, location: str) -> optuna.Study:
 
 def run_study(
     params: Params,
-    params_path: str | Path,
-    overrides: list[str],
     data_dir: str | Path,
     root: Path,
     progress: bool = True,
@@ -233,31 +234,29 @@ def run_study(
     data.load_split(data_dir, "val")
     location = storage_location(params, root)
     study = _open_study(params, location)
-    experiment_id = tracking.configure(params.tracking, root)  # set the store up once, before fanning out
     fail_stale_trials(study)
     start = time.perf_counter()
     deadline = time.time() + tune.timeout_s if tune.timeout_s else None
 
-    with tracking.stage_run("tune", experiment_id, root) as parent:
-        tracking.log_params(
+    with stage_run("tune", params.tracking, root) as parent:  # sets the store up once, before fanning out
+        parent.log_params(
             {**flatten(tune, "tune."), **flatten(params.model, "model."), **flatten(params.train, "train.")}
         )
-        mlflow.set_tags({"optuna.study_name": tune.study_name, "optuna.storage": redact(location)})
+        parent.set_tags({"optuna.study_name": tune.study_name, "optuna.storage": redact(location)})
         spec = WorkerSpec(
-            params_path=str(Path(params_path).resolve()),
-            overrides=tuple(overrides),
+            params=params,
             data_dir=str(Path(data_dir).resolve()),
             storage=location,
             lock=str(lock_path(location, root, tune.study_name)),
             tracking_uri=mlflow.get_tracking_uri(),
-            experiment_id=experiment_id,
-            parent_run_id=parent.info.run_id,
+            experiment_id=parent.experiment_id,
+            parent_run_id=parent.run_id,
             seed=0,
             parallel=tune.workers > 1,
             deadline=deadline,
         )
         with Progress(location, tune.study_name, tune.n_trials, deadline, progress):
             _run_rounds(study, spec, tune.workers, tune.n_trials, tune.seed)
-        result = summarise(study, redact(location), parent.info.run_id, time.perf_counter() - start)
-        log_study(study, result)
+        result = summarise(study, redact(location), parent.run_id, time.perf_counter() - start)
+        log_study(parent, study, result)
     return result

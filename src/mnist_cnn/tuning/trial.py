@@ -14,10 +14,11 @@ from pathlib import Path
 import mlflow
 import optuna
 
-from mnist_cnn import data, liveness, tracking
+from mnist_cnn import data, liveness
 from mnist_cnn.config import Params
 from mnist_cnn.data import Split
 from mnist_cnn.schema import flatten
+from mnist_cnn.tracking import lineage, runs
 from mnist_cnn.tuning.space import trial_params
 
 OBJECTIVE = "val_accuracy"
@@ -29,20 +30,21 @@ log = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
-def heartbeat(trial: optuna.Trial, storage: optuna.storages.BaseStorage) -> Iterator[None]:
+def heartbeat(trial: optuna.Trial, study_name: str, storage: optuna.storages.BaseStorage) -> Iterator[None]:
     """Record the trial's heartbeat every `heartbeat_interval` seconds while it runs. Kept instead
-    of Optuna's thread (which ask/tell does not start) because that one stops at the first
-    database error, and a database restart would then fail every running trial."""
+    of Optuna's thread because that one ends at the first database error (benchmarks/optuna_fit.py
+    shows it), and a database restart would then fail every running trial."""
     interval = getattr(storage, "get_heartbeat_interval", lambda: None)()  # journal files have no heartbeats
     if not interval:
         yield
         return
+    trial_id = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(study_name), trial.number)
     stop = threading.Event()
 
     def beat() -> None:
         while True:
             try:
-                storage.record_heartbeat(trial._trial_id)
+                storage.record_heartbeat(trial_id)
             except Exception as exc:  # the database is restarting or unreachable: try again next beat
                 log.warning(
                     "trial %d: heartbeat not recorded (%s)", trial.number, str(exc).strip().splitlines()[0][:200]
@@ -71,6 +73,7 @@ def load_trial_data(params: Params, data_dir: str | Path) -> tuple[Split, Split]
 def run_trial(
     trial: optuna.Trial,
     study: optuna.Study,
+    storage: optuna.storages.BaseStorage,
     params: Params,
     train: Split,
     val: Split,
@@ -98,7 +101,7 @@ def run_trial(
             TAG_TRIAL: str(trial.number),
             "optuna.study_name": study.study_name,
             "optuna.trial_number": str(trial.number),
-            tracking.TAG_STAGE: "tune-trial",
+            lineage.TAG_STAGE: "tune-trial",
             liveness.TAG_OWNER: liveness.owner_token(),
         },
     )
@@ -108,12 +111,12 @@ def run_trial(
     def on_epoch(epoch: int, row: dict[str, float]) -> None:
         nonlocal epochs_done
         epochs_done = epoch
-        tracking.log_epoch(epoch, row)
+        runs.log_epoch(epoch, row)
         trial.set_user_attr("epochs_trained", epoch)
 
     try:
-        with heartbeat(trial, study._storage):
-            tracking.log_params(
+        with heartbeat(trial, study.study_name, storage):
+            runs.log_params(
                 {
                     **{f"trial.{name}": value for name, value in trial.params.items()},
                     **flatten(model_params, "model."),
