@@ -8,8 +8,11 @@ the single-machine defaults (journal file + SQLite), in temp copies of the proje
    latency per gate (`registry.register`: register a version, lock, aliases), server vs SQLite.
 3. `dvc repro` from scratch (download, preprocess, train, evaluate, register) in clone A, then
    `dvc push`; in a fresh `git clone` B: `dvc pull` + the no-op `dvc repro`.
+4. With --hosts (root): across hosts in network namespaces, trials/hour with one and two
+   workstation hosts, a partition's time to the study moving again, a PostgreSQL restart's
+   time to recovery (benchmarks/team_hosts.py).
 
-    MNIST_MIRROR=/path/to/mnist USPS_MIRROR=/path/to/usps python benchmarks/team.py [--trials 6] [--preset fast] [--keep DIR]
+    MNIST_MIRROR=/path/to/mnist USPS_MIRROR=/path/to/usps python benchmarks/team.py [--trials 6] [--preset fast] [--hosts] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -85,7 +88,12 @@ def tracking_latency(uri: str, epochs: int, gates: int) -> tuple[float, float]:
             runs.log_epoch(epoch, {"train_loss": 0.1, "train_accuracy": 0.9, "val_loss": 0.1, "val_accuracy": 0.9})
             per_epoch.append(time.perf_counter() - start)
     params = RegisterParams(
-        model_name=name, min_test_accuracy=0.5, champion_alias="champion", challenger_alias="challenger"
+        model_name=name,
+        min_test_accuracy=0.5,
+        real_digits_tolerance=0.005,
+        champion_alias="champion",
+        challenger_alias="challenger",
+        gate_stale_s=300,
     )
     per_gate = []
     for i in range(gates):
@@ -111,6 +119,8 @@ def main() -> None:
         metavar="KEY=VALUE",
         help="tune overrides (default: tune.epochs=1, tune.train_fraction=0.1)",
     )
+    parser.add_argument("--hosts", action="store_true", help="also measure across hosts (network namespaces; root)")
+    parser.add_argument("--heartbeat", type=float, default=30, help="tune.heartbeat_s of --hosts (default 30)")
     parser.add_argument("--keep", type=Path, help="run in this directory and keep it")
     args = parser.parse_args()
 
@@ -200,6 +210,10 @@ def main() -> None:
                     flush=True,
                 )
             results["latency_ms"] = {k: {"epoch": v[0], "gate": v[1]} for k, v in latency.items()}
+            if args.hosts:
+                import team_hosts
+
+                results["hosts"] = team_hosts.measure(a, a / "data" / "processed", args.trials, args.heartbeat, env)
         finally:
             sh(["mnist-cnn", "stack", "down", "--dir", str(folder)], a, env, log)
 
@@ -214,6 +228,8 @@ def main() -> None:
         f"teammate: dvc pull + no-op repro {shared:.0f}s vs retrain {results['full_repro_s']:.0f}s "
         f"({results['full_repro_s'] / shared:.0f}x faster)"
     )
+    if "hosts" in results:
+        team_hosts.report(results["hosts"], args.heartbeat)
     (work / "team-benchmark.json").write_text(json.dumps(results, indent=2))
     if not args.keep:
         shutil.rmtree(folder, ignore_errors=True)

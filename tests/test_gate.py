@@ -9,7 +9,7 @@ from mnist_cnn import model_card, registry
 from mnist_cnn.config import RegisterParams
 
 PARAMS = RegisterParams(model_name="gated", min_test_accuracy=0.9, real_digits_tolerance=0.005,
-                        champion_alias="champion", challenger_alias="challenger")  # fmt: skip
+                        champion_alias="champion", challenger_alias="challenger", gate_stale_s=300)  # fmt: skip
 
 
 def _metrics(test: float, real: float) -> dict[str, float]:

@@ -1,12 +1,12 @@
-"""Team scale on real servers: `mnist-cnn stack` starts PostgreSQL (Debian's package) and an
-MLflow server over it on 127.0.0.1; two clones of the project ("two machines": their own
-working directories, processes and lock files) tune one study and run `dvc repro` against them,
-register at once, survive a killed worker and a restarted server, and share results through a
-DVC remote. Nothing is skipped: without PostgreSQL these tests fail (.ci/run installs it)."""
+"""Team scale on one machine: `mnist-cnn stack` starts PostgreSQL (Debian's package) and an MLflow
+server over it on 127.0.0.1, which keep everything across `down` and `up`, refuse a taken port,
+hold the claim lock for every machine, outlive a restart of the MLflow server mid-trial and
+release a registry gate lock left by a dead process. Across real hosts (partitions, a killed
+host, a database restart, two workstations): test_hosts.py. Nothing is skipped: without
+PostgreSQL these tests fail (.ci/run installs it)."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -21,16 +21,13 @@ from pathlib import Path
 
 import pytest
 
-from helpers import ROOT, SUBSET, MirrorServer, clean_env, copy_project, free_port, run, subset_sha256, usps_params
-from mnist_cnn.schema import dump_yaml, parse_yaml
+from helpers import ROOT, clean_env, copy_project, free_port, run
 from mnist_cnn.tuning import storage
 from mnist_stack import mlflow_server
 from mnist_stack.settings import Settings, load_settings
+from team_kit import tune_cmd, wait_for
 
 pytestmark = pytest.mark.slow
-
-GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@l"]
-QUICK_TUNE = ["tune.epochs=2", "tune.train_fraction=0.5", "tune.sampler.n_startup_trials=2", "tune.pruner.name=none"]
 
 
 @dataclass
@@ -80,53 +77,8 @@ def team_stack():
     shutil.rmtree(base, ignore_errors=True)
 
 
-@pytest.fixture(scope="module")
-def mirror_url():
-    server = MirrorServer(SUBSET)
-    yield server.url
-    server.close()
-
-
-def make_clones(base: Path, mirror_url: str, usps_dir: Path) -> tuple[Path, Path]:
-    """Clone A (the project, committed, fast preset, 1 epoch on the subset) and clone B, a
-    `git clone` of A: two machines' working copies of one repository."""
-    a = copy_project(base / "a")
-    run(["mnist-cnn", "preset", "fast"], a)
-    params = parse_yaml((a / "params.yaml").read_text())
-    params["data"]["mirrors"] = [mirror_url]
-    params["data"]["sha256"] = subset_sha256()
-    params["data"]["usps"] = usps_params(usps_dir)
-    params["train"]["epochs"] = 1
-    params["register"]["min_test_accuracy"] = 0.1
-    (a / "params.yaml").write_text(dump_yaml(params))
-    run([*GIT, "commit", "-qam", "team test params"], a)
-    run(["git", "clone", "-q", str(a), str(base / "b")], base)
-    return a, base / "b"
-
-
 def env(team: Stack, **extra: str) -> dict[str, str]:
     return clean_env(MLFLOW_TRACKING_URI=team.tracking_uri, **extra)
-
-
-def tune_cmd(processed: Path, location: str, study: str, *extra: str) -> list[str]:
-    """`mnist-cnn tune` on the shared study; the best params file goes beside the data, out of the clones' git."""
-    sets = [f"--set={o}" for o in QUICK_TUNE]
-    best = processed / f"best-{uuid.uuid4().hex[:8]}.yaml"
-    return [
-        "mnist-cnn",
-        "tune",
-        "--data-dir",
-        str(processed),
-        "--no-progress",
-        "--storage",
-        location,
-        "--study-name",
-        study,
-        "--best",
-        str(best),
-        *sets,
-        *extra,
-    ]
 
 
 def load_study(location: str, name: str):
@@ -137,14 +89,6 @@ def load_study(location: str, name: str):
 
 def counts(study) -> dict[str, int]:
     return storage.count_trials(study)
-
-
-def wait_for(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.5)
 
 
 # --- the stack ------------------------------------------------------------------------------
@@ -243,124 +187,6 @@ def test_a_claim_waits_for_another_machine_s_claim_through_the_database(team_sta
     assert storage.claim(study, 1, storage.claim_lock(location, name, tmp_path / "machine-2.lock")) is None  # full
 
 
-def test_two_clones_tune_one_study_and_run_dvc_repro_at_once_then_share_through_a_dvc_remote(
-    team_stack, processed, mirror_url, usps_subset_dir, tmp_path
-):
-    from mlflow import MlflowClient
-
-    a, b = make_clones(tmp_path, mirror_url, usps_subset_dir)
-    name, n_trials = f"team-{uuid.uuid4().hex[:8]}", 5
-    location = team_stack.optuna()
-    procs = [
-        subprocess.Popen(
-            tune_cmd(processed, location, name, "--trials", str(n_trials), "--workers", "2"),
-            cwd=a,
-            env=env(team_stack),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        ),
-        subprocess.Popen(
-            tune_cmd(processed, location, name, "--trials", str(n_trials)),
-            cwd=b,
-            env=env(team_stack),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        ),
-        subprocess.Popen(
-            ["dvc", "repro"], cwd=a, env=env(team_stack), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        ),
-    ]
-    outputs = [p.communicate(timeout=900)[0] for p in procs]
-    for proc, out in zip(procs, outputs, strict=True):
-        assert proc.returncode == 0, out[-4000:]
-
-    study = load_study(location, name)
-    c = counts(study)
-    assert c["COMPLETE"] + c["PRUNED"] == n_trials and c["RUNNING"] == 0, c  # exactly, across both machines
-    client = MlflowClient(team_stack.tracking_uri)
-    parents = set()
-    for trial in study.trials:
-        trial_run = client.get_run(trial.user_attrs["mlflow_run_id"])
-        assert trial_run.info.status == "FINISHED"
-        parents.add(trial_run.data.tags["mlflow.parentRunId"])
-    assert len(parents) == 2, "each clone's tune is one parent run on the shared server"
-    pids = {t.user_attrs["worker"].rsplit(":", 2)[1] for t in study.trials}
-    assert len(pids) >= 2, "trials from more than one worker process"
-
-    # dvc repro registered into the shared registry
-    report = json.loads((a / "reports" / "register.json").read_text())
-    assert client.get_model_version("mnist-cnn", str(report["version"])).run_id == report["run_id"]
-    assert client.get_run(report["run_id"]).info.artifact_uri.startswith("mlflow-artifacts:")
-
-    # A shares: commit dvc.lock and the uncached reports, push the cached outputs to the remote
-    remote = tmp_path / "remote"
-    for clone in (a, b):
-        run(["dvc", "remote", "modify", "--local", "team", "url", str(remote)], clone)
-    run(["git", "add", "dvc.lock", "reports", "models/run.json", ".gitignore", "data", "models"], a)
-    run([*GIT, "commit", "-qm", "trained model"], a)
-    assert run(["git", "status", "--porcelain"], a).stdout == "", "every output is committed or ignored"
-    run(["dvc", "push"], a, env=env(team_stack))
-    runs_before = {
-        r.info.run_id
-        for r in client.search_runs([client.get_experiment_by_name("mnist-cnn").experiment_id], max_results=1000)
-    }
-
-    # B gets it: git pull, dvc pull, and dvc repro does nothing
-    run(["git", "pull", "-q"], b)
-    run(["dvc", "pull"], b, env=env(team_stack))
-    repro = run(["dvc", "repro"], b, env=env(team_stack))
-    assert "didn't change, skipping" in repro.stdout and "Running stage" not in repro.stdout, repro.stdout
-    assert (b / "models" / "model.keras").read_bytes() == (a / "models" / "model.keras").read_bytes()
-    assert run(["dvc", "status"], b).stdout.strip() == "Data and pipelines are up to date."
-    runs_after = {
-        r.info.run_id
-        for r in client.search_runs([client.get_experiment_by_name("mnist-cnn").experiment_id], max_results=1000)
-    }
-    assert runs_after == runs_before, "a no-op repro logs no run"
-
-
-def test_a_dead_machine_s_trial_is_failed_by_its_heartbeat_and_its_run_killed(
-    team_stack, processed, mirror_url, usps_subset_dir, tmp_path
-):
-    """Another machine's worker is SIGKILLed mid-trial. Liveness cannot judge another machine's
-    process, so its trial is failed only when its heartbeats stop."""
-    from mlflow import MlflowClient
-
-    a, b = make_clones(tmp_path, mirror_url, usps_subset_dir)
-    name, location = f"dead-{uuid.uuid4().hex[:8]}", team_stack.optuna()
-    beat = ["--set=tune.heartbeat_s=1"]
-    victim = subprocess.Popen(
-        tune_cmd(processed, location, name, "--trials", "3", "--set=tune.epochs=30", *beat),
-        cwd=b,
-        env=env(team_stack),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        wait_for(lambda: _running_with_run(location, name), 300, "a running trial with its MLflow run")
-    finally:
-        os.killpg(victim.pid, signal.SIGKILL)
-        victim.wait()
-    study = load_study(location, name)
-    (trial,) = study.get_trials(states=[storage.TrialState.RUNNING])
-    # it ran on another machine: this machine's liveness checks must not be what fails it
-    elsewhere = "another-machine:4242:1.000"
-    study._storage.set_trial_user_attr(trial._trial_id, storage.WORKER_ATTR, elsewhere)
-    MlflowClient(team_stack.tracking_uri).set_tag(trial.user_attrs["mlflow_run_id"], "mnist_cnn.owner", elsewhere)
-    time.sleep(5)  # > the grace period, 4 heartbeats
-
-    run(tune_cmd(processed, location, name, "--trials", "3", *beat), a, env=env(team_stack), timeout=900)
-    study = load_study(location, name)
-    assert study.trials[trial.number].state.name == "FAIL"
-    c = counts(study)
-    assert c["COMPLETE"] + c["PRUNED"] == 3 and c["RUNNING"] == 0, c
-    killed = MlflowClient(team_stack.tracking_uri).get_run(trial.user_attrs["mlflow_run_id"])
-    assert killed.info.status == "KILLED"
-
-
 def _running_with_run(location: str, name: str) -> bool:
     try:
         study = load_study(location, name)
@@ -407,55 +233,6 @@ def test_a_study_finishes_when_the_mlflow_server_dies_and_is_restarted_mid_trial
 
 
 # --- the registry gate ----------------------------------------------------------------------
-
-REGISTER_SCRIPT = """
-import sys, mlflow
-from mnist_cnn import registry
-from mnist_cnn.config import RegisterParams
-
-class Constant(mlflow.pyfunc.PythonModel):
-    def predict(self, context, model_input):
-        return model_input
-
-name, accuracies = sys.argv[1], [float(a) for a in sys.argv[2:]]
-params = RegisterParams(model_name=name, min_test_accuracy=0.5, real_digits_tolerance=0.005, champion_alias="champion",
-                        challenger_alias="challenger")
-experiment = mlflow.set_experiment(name)
-for accuracy in accuracies:
-    with mlflow.start_run() as run:
-        info = mlflow.pyfunc.log_model(name="model", python_model=Constant(), pip_requirements=[])
-    report = registry.register(info.model_uri, run.info.run_id, {"test_accuracy": accuracy}, {}, params)
-    print(report["version"], accuracy, report["alias"], flush=True)
-"""
-
-
-def test_clones_registering_at_once_leave_one_champion_the_best_and_lose_no_version(team_stack, tmp_path):
-    from mlflow import MlflowClient
-
-    name = f"gate-{uuid.uuid4().hex[:8]}"
-    script = tmp_path / "register.py"
-    script.write_text(REGISTER_SCRIPT)
-    accuracies = [["0.91", "0.97", "0.93"], ["0.95", "0.92", "0.99"], ["0.96", "0.94", "0.98"]]
-    procs = [
-        subprocess.Popen(
-            [sys.executable, str(script), name, *acc],
-            cwd=tmp_path,
-            env=env(team_stack),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for acc in accuracies
-    ]
-    outs = [p.communicate(timeout=600) for p in procs]
-    for proc, (_out, err) in zip(procs, outs, strict=True):
-        assert proc.returncode == 0, err[-4000:]
-    client = MlflowClient(team_stack.tracking_uri)
-    versions = client.search_model_versions(f"name='{name}'")
-    assert len(versions) == 9, "no version lost"
-    by_accuracy = {float(v.tags["test_accuracy"]): v.version for v in versions}
-    assert client.get_model_version_by_alias(name, "champion").version == by_accuracy[0.99]
-    assert client.search_registered_models(f"name='{name}.gate-lock'") == []
 
 
 def test_a_gate_lock_left_by_a_dead_process_is_taken_over(team_stack, tmp_path):

@@ -160,6 +160,12 @@ def build_parser() -> argparse.ArgumentParser:
     stack.add_argument("action", choices=["up", "down", "status"])
     stack.add_argument("--dir", type=Path, help="the servers' data folder (default: .stack at the project root)")
     stack.add_argument("--host", help="address both servers listen on (default 127.0.0.1; 0.0.0.0 for a team network)")
+    stack.add_argument(
+        "--advertise",
+        metavar="ADDR",
+        help="the address or name other machines reach the servers at, in the printed URLs "
+        "(default: the --host address, or with 0.0.0.0 this machine's only network address)",
+    )
     stack.add_argument("--pg-port", type=int, help="PostgreSQL port (default 5433)")
     stack.add_argument("--mlflow-port", type=int, help="MLflow server port (default 5000)")
     return parser
@@ -309,7 +315,7 @@ def _stack(args: argparse.Namespace) -> int:
         print(f"stopped: {', '.join(stopped)}" if stopped else f"nothing was running in {folder}")
         return 0
     if args.action == "up":
-        settings = control.up(folder, args.host, args.pg_port, args.mlflow_port)
+        settings = control.up(folder, args.host, args.pg_port, args.mlflow_port, args.advertise)
         print(
             f"PostgreSQL on port {settings.pg_port} and the MLflow server on {settings.tracking_uri()} run from {folder}"
         )

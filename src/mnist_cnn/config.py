@@ -173,6 +173,9 @@ class RegisterParams(Section):
     real_digits_tolerance: Share  # usps_accuracy this much below the champion's keeps a model out
     champion_alias: Str
     challenger_alias: Str
+    # a registry gate lock held this long by a process on another machine is taken over (its
+    # machine may have died; on this machine a dead holder is seen at once)
+    gate_stale_s: Annotated[Float, at_least(1)]
 
     @field_validator("challenger_alias")
     @classmethod
@@ -264,6 +267,8 @@ class TuneParams(Section):
     workers: Annotated[Int, at_least(1)]
     # on a database: trial heartbeat interval; silent for 4x this long: failed
     heartbeat_s: Annotated[Float, rule(lambda v: v >= 1, "must be at least 1 second")]
+    # on a database: how long a worker waits out a lost connection (a restart, a network cut)
+    reconnect_s: Annotated[Float, at_least(0)]
     epochs: Annotated[Int, at_least(1)]
     train_fraction: Annotated[Float, interval("(0, 1]")]
     seed: Int

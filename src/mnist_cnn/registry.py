@@ -190,7 +190,7 @@ def register(
     under `gate_lock`, so clones registering at once against one server leave one champion:
     the best, as if they had registered one after the other.
     """
-    with gate_lock(params.model_name):
+    with gate_lock(params.model_name, stale_after=params.gate_stale_s):
         return _register(model_uri, run_id, metrics, tags, params, summary, card)
 
 

@@ -8,21 +8,32 @@ import secrets
 from pathlib import Path
 
 from mnist_stack import mlflow_server, postgres
-from mnist_stack.settings import Settings, StackError, load_settings, save_settings
+from mnist_stack.settings import Settings, StackError, advertised_address, load_settings, save_settings
 
 
-def up(folder: Path, host: str | None = None, pg_port: int | None = None, mlflow_port: int | None = None) -> Settings:
-    """Start whatever is not running; create the cluster and databases on first use."""
+def up(
+    folder: Path,
+    host: str | None = None,
+    pg_port: int | None = None,
+    mlflow_port: int | None = None,
+    advertise: str | None = None,
+) -> Settings:
+    """Start whatever is not running; create the cluster and databases on first use. What is not
+    given is kept from the folder's last `up`, then defaulted."""
     folder = folder.resolve()
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "logs").mkdir(exist_ok=True)
     (folder / "artifacts").mkdir(exist_ok=True)
     saved = load_settings(folder)
+    host = host or (saved.host if saved else "127.0.0.1")
+    if advertise is None and saved and saved.host == host:
+        advertise = saved.advertise or None
     settings = Settings(
-        host=host or (saved.host if saved else "127.0.0.1"),
+        host=host,
         pg_port=pg_port or (saved.pg_port if saved else 5433),
         mlflow_port=mlflow_port or (saved.mlflow_port if saved else 5000),
         password=saved.password if saved else secrets.token_urlsafe(24),
+        advertise=advertised_address(host, advertise),
     )
     bindir = postgres.bindir()
     if not (folder / "pgdata" / "PG_VERSION").is_file():

@@ -12,7 +12,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from mnist_stack.settings import LOOPBACK, USER, Settings, StackError, port_free
+from mnist_stack.settings import ANY, LOOPBACK, USER, Settings, StackError, port_free
 
 
 def _pid_path(folder: Path) -> Path:
@@ -39,6 +39,16 @@ def healthy(url: str, timeout: float = 2.0) -> bool:
         return False
 
 
+def security_options(settings: Settings) -> list[str]:
+    """The Host headers and browser origins the server admits: its advertised address (the URL
+    clients were given) and this machine's loopback; any other Host header gets HTTP 403."""
+    local = ["localhost", "127.0.0.1", "[::1]"]
+    served = [settings.client_host()] if settings.client_host() not in LOOPBACK else []
+    hosts = [f"{h}:{settings.mlflow_port}" for h in served + local] + served + local
+    origins = [f"http://{h}:{settings.mlflow_port}" for h in served + local]
+    return ["--allowed-hosts", ",".join(hosts), "--cors-allowed-origins", ",".join(origins)]
+
+
 def start(folder: Path, settings: Settings, timeout: float = 180.0) -> None:
     if not port_free(settings.host, settings.mlflow_port):
         raise StackError(
@@ -60,11 +70,7 @@ def start(folder: Path, settings: Settings, timeout: float = 180.0) -> None:
         "--port",
         str(settings.mlflow_port),
     ]
-    if settings.host not in LOOPBACK:
-        cmd += [
-            "--allowed-hosts",
-            f"{settings.client_host()}:{settings.mlflow_port},{settings.client_host()},localhost:*,127.0.0.1:*",
-        ]
+    cmd += security_options(settings)
     env = {**os.environ, "PGPASSWORD": settings.password}  # libpq's own variable: no password in `ps`
     with open(log, "ab") as out:
         proc = subprocess.Popen(
@@ -78,7 +84,7 @@ def start(folder: Path, settings: Settings, timeout: float = 180.0) -> None:
         )
     _pid_path(folder).write_text(f"{proc.pid}\n")
     deadline = time.monotonic() + timeout
-    local = "127.0.0.1" if settings.host in ("0.0.0.0", "::") + LOOPBACK else settings.host
+    local = "127.0.0.1" if settings.host in ANY + LOOPBACK else settings.host
     url = f"http://{local}:{settings.mlflow_port}"
     while not healthy(url):
         if proc.poll() is not None or time.monotonic() > deadline:

@@ -102,9 +102,6 @@ def init_cluster(folder: Path, settings: Settings, bindir: Path) -> None:
         pwfile.unlink(missing_ok=True)
     with open(pgdata / "postgresql.conf", "a") as conf:
         conf.write("\n# mnist-cnn stack: TCP only; host and port are given at start\nunix_socket_directories = ''\n")
-    if settings.host not in LOOPBACK:
-        with open(pgdata / "pg_hba.conf", "a") as hba:
-            hba.write("host all all samenet scram-sha-256\n")
 
 
 def running(folder: Path) -> bool:
@@ -119,9 +116,23 @@ def running(folder: Path) -> bool:
     )
 
 
+HBA_NETWORK = "host all all samenet scram-sha-256"
+
+
+def _admit_same_subnets(pgdata: Path) -> None:
+    """Password logins from this machine's subnets, for a stack that listens beyond loopback (also
+    one made on loopback and brought up again with --host)."""
+    hba = pgdata / "pg_hba.conf"
+    if HBA_NETWORK not in hba.read_text().splitlines():
+        with open(hba, "a") as out:
+            out.write(HBA_NETWORK + "\n")
+
+
 def start(folder: Path, settings: Settings, bindir: Path) -> None:
     if not port_free(settings.host, settings.pg_port):
         raise StackError(f"port {settings.pg_port} on {settings.host} is taken; pass --pg-port")
+    if settings.host not in LOOPBACK:
+        _admit_same_subnets(folder / "pgdata")
     log = folder / "logs" / "postgresql.log"
     log.touch()
     owner = _db_owner()

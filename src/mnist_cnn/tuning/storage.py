@@ -4,12 +4,13 @@ or running trials, so N workers and M trials give M distinct trials. On PostgreS
 holds a database advisory lock, so workers on any number of machines reach exactly `n_trials`;
 elsewhere it holds a file lock, exact on one machine, and each further machine may start one
 trial too many at the end. Trials left RUNNING by a dead worker are failed: by process liveness
-on this machine (journal files have no heartbeats) and by Optuna's heartbeats on a database."""
+on this machine (journal files have no heartbeats) and by Optuna's heartbeats on a database. A
+database restart or network cut is waited out (see `database`)."""
 
 from __future__ import annotations
 
 import contextlib
-import functools
+import datetime
 import logging
 import warnings
 from collections.abc import Iterator
@@ -23,9 +24,11 @@ from mnist_cnn import liveness
 from mnist_cnn.atomic import file_lock
 from mnist_cnn.config import Params
 from mnist_cnn.errors import TuneError
-from mnist_cnn.tuning.trial import MLFLOW_RUN_ATTR
+from mnist_cnn.tuning.database import LockLost, ResilientRDBStorage, advisory_lock, connect_args, is_postgresql
+from mnist_cnn.tuning.trial import MLFLOW_RUN_ATTR, PARENT_RUN_ATTR
 
 WORKER_ATTR = "worker"  # the owner token (liveness) of the process running the trial
+ORPHAN_S = 900  # a claim sets WORKER_ATTR at once, or within tune.reconnect_s while the database is away
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +53,14 @@ def redact(location: str) -> str:
 
 
 def _kill_trial_run(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-    """Optuna failed a trial whose heartbeat stopped (its machine went away): its MLflow run too."""
+    """Optuna failed a trial whose heartbeat stopped (its machine died or was cut off): its MLflow
+    run too, and its `tune` parent run once none of that parent's trials runs any more (a machine
+    that comes back ends its own parent run as it really ended)."""
     liveness.kill_run(trial.user_attrs.get(MLFLOW_RUN_ATTR))
+    parent = trial.user_attrs.get(PARENT_RUN_ATTR)
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    if parent and not any(t.user_attrs.get(PARENT_RUN_ATTR) == parent for t in running):
+        liveness.kill_run(parent)
     log.warning(
         "trial %d stopped sending heartbeats (worker %s); marked failed",
         trial.number,
@@ -59,12 +68,11 @@ def _kill_trial_run(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> Non
     )
 
 
-def is_postgresql(location: str) -> bool:
-    return location.split("://", 1)[0].split("+", 1)[0] in ("postgresql", "postgres")
-
-
-def open_storage(location: str, workers: int, heartbeat_s: float = 30) -> optuna.storages.BaseStorage:
-    """An Optuna storage for `location`; raises TuneError, before any trial, when it is unusable."""
+def open_storage(
+    location: str, workers: int, heartbeat_s: float = 30, reconnect_s: float = 300
+) -> optuna.storages.BaseStorage:
+    """An Optuna storage for `location`; raises TuneError, before any trial, when it is unusable.
+    A database's lost connections are retried for `reconnect_s`."""
     if "://" not in location:
         path = Path(location)
         try:
@@ -78,12 +86,20 @@ def open_storage(location: str, workers: int, heartbeat_s: float = 30) -> optuna
             "file (leave tune.storage empty), a journal path, or a server database such as postgresql://..."
         )
     try:
-        with _known_experimental():
-            return optuna.storages.RDBStorage(
+        # Optuna creates its tables on first use, and two machines doing it at once collide
+        # (a duplicate key in PostgreSQL's catalog): one at a time.
+        schema_lock = (
+            advisory_lock(location, "mnist-cnn optuna schema", heartbeat_s)
+            if is_postgresql(location)
+            else contextlib.nullcontext()
+        )
+        with _known_experimental(), schema_lock:
+            return ResilientRDBStorage(
                 location,
+                reconnect_s,
                 heartbeat_interval=max(1, round(heartbeat_s)),
                 grace_period=max(4, round(4 * heartbeat_s)),
-                engine_kwargs={"pool_pre_ping": True},
+                engine_kwargs={"pool_pre_ping": True, "connect_args": connect_args(location, heartbeat_s)},
                 heartbeat_stale_trial_callback=_kill_trial_run,
             )
     except Exception as exc:  # sqlalchemy errors, missing drivers, bad URLs
@@ -123,6 +139,25 @@ def fail_stale_trials(study: optuna.Study) -> list[int]:
         log.warning("trial %d was left running by a worker that died; marked failed", trial.number)
     with _known_experimental():
         optuna.storages.fail_stale_trials(study)  # other machines' trials, by heartbeat (RDB storages)
+    return failed + _fail_orphans(study)
+
+
+def _fail_orphans(study: optuna.Study) -> list[int]:
+    """RUNNING trials that no worker took (the connection broke just as one was made: no owner, no
+    heartbeat), ORPHAN_S after they began: failed, as they would hold a slot forever."""
+    now = datetime.datetime.now()
+    failed = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if WORKER_ATTR in trial.user_attrs or trial.datetime_start is None:
+            continue
+        if (now - trial.datetime_start).total_seconds() < ORPHAN_S:
+            continue
+        with contextlib.suppress(ValueError, RuntimeError, optuna.exceptions.UpdateFinishedTrialError):
+            study.tell(trial.number, state=TrialState.FAIL)
+            failed.append(trial.number)
+            log.warning(
+                "trial %d was started by no worker (a connection broke as it was made); marked failed", trial.number
+            )
     return failed
 
 
@@ -134,50 +169,36 @@ def _known_experimental() -> Iterator[None]:
         yield
 
 
-@functools.cache
-def _lock_engine(location: str):
-    import sqlalchemy
-
-    return sqlalchemy.create_engine(location, poolclass=sqlalchemy.pool.NullPool)
-
-
-@contextlib.contextmanager
-def _advisory_lock(location: str, key: str) -> Iterator[None]:
-    """PostgreSQL's session advisory lock, held on a connection of its own: every machine's
-    workers wait on it, and a worker that dies releases it with its connection."""
-    import sqlalchemy
-
-    lock = sqlalchemy.text("SELECT pg_advisory_lock(hashtextextended(:key, 0))")
-    unlock = sqlalchemy.text("SELECT pg_advisory_unlock(hashtextextended(:key, 0))")
-    with _lock_engine(location).connect() as conn:
-        conn.execute(lock, {"key": key})
-        conn.commit()
-        try:
-            yield
-        finally:
-            conn.execute(unlock, {"key": key})
-            conn.commit()
-
-
-def claim_lock(location: str, study_name: str, lock: Path) -> contextlib.AbstractContextManager:
+def claim_lock(
+    location: str, study_name: str, lock: Path, heartbeat_s: float = 30
+) -> contextlib.AbstractContextManager:
     """What "count, then start a trial" holds: the database's advisory lock for a study on
     PostgreSQL (all machines), else a file lock (the workers of this machine)."""
     if is_postgresql(location):
-        return _advisory_lock(location, f"mnist-cnn tune claim {study_name}")
+        return advisory_lock(location, f"mnist-cnn tune claim {study_name}", heartbeat_s)
     return file_lock(lock)
 
 
 def claim(study: optuna.Study, n_trials: int, lock: contextlib.AbstractContextManager) -> optuna.Trial | None:
-    """Start a trial if the study holds fewer than `n_trials` complete, pruned or running ones."""
-    with lock:
-        fail_stale_trials(study)
-        counts = count_trials(study)
-        if counts["COMPLETE"] + counts["PRUNED"] + counts["RUNNING"] >= n_trials:
-            return None
-        with warnings.catch_warnings():
-            warnings.filterwarnings(
-                "ignore", "Heartbeat of storage is supposed to be used with Study.optimize"
-            )  # trial.heartbeat runs it
-            trial = study.ask()
-        trial.set_user_attr(WORKER_ATTR, liveness.owner_token())
-        return trial
+    """Start a trial if the study holds fewer than `n_trials` complete, pruned or running ones.
+    None when it is full, or when the lock was lost while held (the connection broke): then
+    another machine may have claimed at the same time, so a trial made meanwhile is given back."""
+    trial = None
+    try:
+        with lock:
+            fail_stale_trials(study)
+            counts = count_trials(study)
+            if counts["COMPLETE"] + counts["PRUNED"] + counts["RUNNING"] >= n_trials:
+                return None
+            with warnings.catch_warnings():
+                warnings.filterwarnings(
+                    "ignore", "Heartbeat of storage is supposed to be used with Study.optimize"
+                )  # trial.heartbeat runs it
+                trial = study.ask()
+            trial.set_user_attr(WORKER_ATTR, liveness.owner_token())
+    except LockLost as exc:
+        log.warning("lost the claim lock while holding it (%s); claiming again", exc)
+        if trial is not None:
+            study.tell(trial, state=TrialState.FAIL)
+        return None
+    return trial

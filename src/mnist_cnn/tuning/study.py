@@ -11,6 +11,7 @@ trial ends and so overshoots `n_trials` (11 trials for 8 with 4 workers: benchma
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -28,6 +29,7 @@ from mnist_cnn.config import Params
 from mnist_cnn.errors import TuneError
 from mnist_cnn.schema import flatten
 from mnist_cnn.tracking.runs import stage_run
+from mnist_cnn.tuning.database import retry
 from mnist_cnn.tuning.report import Progress, StudyResult, log_study, summarise
 from mnist_cnn.tuning.space import check_space
 from mnist_cnn.tuning.storage import (
@@ -112,22 +114,28 @@ def worker(spec: WorkerSpec) -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     _set_threads(spec.threads)
     params = spec.params
-    storage = open_storage(spec.storage, 1, params.tune.heartbeat_s)
+    tune = params.tune
+    storage = open_storage(spec.storage, 1, tune.heartbeat_s, tune.reconnect_s)
     study = optuna.load_study(
-        study_name=params.tune.study_name,
+        study_name=tune.study_name,
         storage=storage,
         sampler=make_sampler(params, spec.seed, spec.parallel),
         pruner=make_pruner(params),
     )
     train, val = load_trial_data(params, spec.data_dir)
     mlflow.set_tracking_uri(spec.tracking_uri)
+    lock = functools.partial(claim_lock, spec.storage, tune.study_name, Path(spec.lock), tune.heartbeat_s)
+
+    def claim_one() -> optuna.Trial | None:
+        return claim(study, tune.n_trials, lock())
+
     while spec.deadline is None or time.time() < spec.deadline:
-        trial = claim(study, params.tune.n_trials, claim_lock(spec.storage, params.tune.study_name, Path(spec.lock)))
+        trial = retry(claim_one, "claiming a trial", tune.reconnect_s)
         if trial is not None:
             run_trial(trial, study, storage, params, train, val, spec.experiment_id, spec.parent_run_id)
             continue
         counts = count_trials(study)
-        if counts["COMPLETE"] + counts["PRUNED"] >= params.tune.n_trials:
+        if counts["COMPLETE"] + counts["PRUNED"] >= tune.n_trials:
             return
         # The last slots are held by trials running elsewhere (other workers, other machines):
         # wait until they finish, or until they are failed as dead and a slot opens again.
@@ -200,7 +208,7 @@ def _trial_errors(study: optuna.Study) -> list[str]:
 
 def _open_study(params: Params, location: str) -> optuna.Study:
     tune = params.tune
-    storage = open_storage(location, tune.workers, tune.heartbeat_s)
+    storage = open_storage(location, tune.workers, tune.heartbeat_s, tune.reconnect_s)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         study = optuna.create_study(

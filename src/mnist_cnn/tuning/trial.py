@@ -13,6 +13,7 @@ from pathlib import Path
 
 import mlflow
 import optuna
+from optuna.trial import TrialState
 
 from mnist_cnn import data, liveness
 from mnist_cnn.config import Params
@@ -23,10 +24,16 @@ from mnist_cnn.tuning.space import trial_params
 
 OBJECTIVE = "val_accuracy"
 MLFLOW_RUN_ATTR = "mlflow_run_id"
+PARENT_RUN_ATTR = "mlflow_parent_run_id"  # the `tune` run of the worker's command
 TAG_TRIAL = "mnist_cnn.trial"
 VALUES_ATTR = "values"  # the trial's values by params key: {"model.filters.0": 48, ...}
 
 log = logging.getLogger(__name__)
+
+
+def trial_id(storage: optuna.storages.BaseStorage, study_name: str, number: int) -> int:
+    """The storage's id of trial `number` (Optuna's Trial keeps it private)."""
+    return storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(study_name), number)
 
 
 @contextlib.contextmanager
@@ -38,13 +45,13 @@ def heartbeat(trial: optuna.Trial, study_name: str, storage: optuna.storages.Bas
     if not interval:
         yield
         return
-    trial_id = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(study_name), trial.number)
+    beating = trial_id(storage, study_name, trial.number)
     stop = threading.Event()
 
     def beat() -> None:
         while True:
             try:
-                storage.record_heartbeat(trial_id)
+                storage.record_heartbeat(beating)
             except Exception as exc:  # the database is restarting or unreachable: try again next beat
                 log.warning(
                     "trial %d: heartbeat not recorded (%s)", trial.number, str(exc).strip().splitlines()[0][:200]
@@ -91,6 +98,7 @@ def run_trial(
     start = time.perf_counter()
     epochs_done = 0
     state, status = "FAIL", "FAILED"
+    value, taken = None, False
     run = mlflow.start_run(
         experiment_id=experiment_id,
         run_name=f"trial-{trial.number}",
@@ -106,6 +114,7 @@ def run_trial(
         },
     )
     trial.set_user_attr(MLFLOW_RUN_ATTR, run.info.run_id)
+    trial.set_user_attr(PARENT_RUN_ATTR, parent_run_id)
     trial.set_user_attr(VALUES_ATTR, values)
 
     def on_epoch(epoch: int, row: dict[str, float]) -> None:
@@ -118,7 +127,7 @@ def run_trial(
         with heartbeat(trial, study.study_name, storage):
             runs.log_params(
                 {
-                    **{f"trial.{name}": value for name, value in trial.params.items()},
+                    **{f"trial.{name}": v for name, v in trial.params.items()},
                     **flatten(model_params, "model."),
                     **flatten(train_params, "train."),
                     "tune.train_images": len(train),
@@ -141,19 +150,50 @@ def run_trial(
         mlflow.log_metric(f"best_{OBJECTIVE}", value)
     except optuna.TrialPruned:
         state, status = "PRUNED", "FINISHED"
+    except optuna.exceptions.UpdateFinishedTrialError:
+        taken = True  # a report or attribute found the trial failed elsewhere: its heartbeat had stopped
     except KeyboardInterrupt:
         status = "KILLED"
         raise
     except Exception as exc:
-        trial.set_user_attr("error", f"{type(exc).__name__}: {exc}"[:1000])
+        with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+            trial.set_user_attr("error", f"{type(exc).__name__}: {exc}"[:1000])
         raise
     finally:
         seconds = time.perf_counter() - start
-        trial.set_user_attr("seconds", round(seconds, 3))
+        if not taken:
+            try:
+                trial.set_user_attr("seconds", round(seconds, 3))
+                taken = not settle(study, storage, trial, state, value)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                taken = True
+        if taken:
+            log.warning(
+                "trial %d was failed while this worker could not reach the study (no heartbeat for longer than "
+                "the grace period) and another worker took its place; its result is dropped, this worker goes on",
+                trial.number,
+            )
+            state, status = "FAIL", "KILLED"
         mlflow.log_metrics({"trial_seconds": seconds, "epochs_trained": epochs_done})
         mlflow.set_tag("optuna.state", state)
         mlflow.end_run(status)
+
+
+def settle(
+    study: optuna.Study, storage: optuna.storages.BaseStorage, trial: optuna.Trial, state: str, value: float | None
+) -> bool:
+    """Tell the study how the trial ended. False when it had been finished elsewhere (failed by
+    another worker after its heartbeat stopped): then nothing is told, and nothing overwritten."""
+    try:
         if state == "COMPLETE":
             study.tell(trial, value)
         else:
-            study.tell(trial, state=getattr(optuna.trial.TrialState, state))
+            study.tell(trial, state=TrialState[state])
+        return True
+    except optuna.exceptions.UpdateFinishedTrialError:
+        # Finished meanwhile: by this tell, when a lost connection made the storage repeat it, or elsewhere.
+        return storage.get_trial(trial_id(storage, study.study_name, trial.number)).state.name == state
+    except ValueError as exc:
+        if str(exc).startswith("Cannot tell a "):  # Optuna: the trial is no longer RUNNING
+            return False
+        raise
