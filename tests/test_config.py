@@ -182,7 +182,10 @@ def test_missing_required_data_section_is_a_config_error(raw):
         ("model.downsample=avgpool", r"model\.downsample must be one of \['maxpool', 'strided'\]"),
         ("train.optimizer=rmsprop", r"train\.optimizer must be one of \['adam', 'adamw', 'sgd'\], got 'rmsprop'"),
         ("train.schedule.name=linear", r"train\.schedule\.name must be one of"),
-        ("train.mixed_precision=maybe", r"train\.mixed_precision must be one of \['auto', 'on', 'off'\]"),
+        (
+            "train.mixed_precision=maybe",
+            r"train\.mixed_precision must be one of \['auto', 'on', 'off', 'float16', 'bfloat16'\]",
+        ),
     ],
 )
 def test_literal_values_outside_the_choices_are_rejected(raw, override, message):

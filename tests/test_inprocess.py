@@ -169,6 +169,8 @@ def test_samplers_pruners_and_worker_seeds_follow_the_params():
     off = config.load_params(ROOT / "params.yaml", ["tune.pruner.name=none", "tune.sampler.name=random"])
     assert isinstance(study.make_pruner(off), optuna.pruners.NopPruner)
     assert isinstance(study.make_sampler(off, 1, parallel=True), optuna.samplers.RandomSampler)
+    multi = config.load_params(ROOT / "params.yaml", ["tune.objectives=[val_accuracy,latency_ms]"])
+    assert isinstance(study.make_pruner(multi), optuna.pruners.NopPruner), "Optuna prunes one objective only"
     seeds = {study.sampler_seed(42, worker) for worker in range(8)}
     assert len(seeds) == 8 and study.sampler_seed(42, 3) == study.sampler_seed(42, 3)
 
@@ -268,3 +270,49 @@ def test_the_logged_model_loads_from_its_runtime_code_and_answers(classifier, tm
     pixels = np.random.default_rng(2).integers(0, 255, (3, 28, 28)).astype(np.uint8)
     answers = loaded.predict({"inputs": pixels.tolist()})
     assert len(answers) == 3 and set(answers.columns) >= {"digit", "confidence", "sure", "answer"}
+
+
+def pareto_study() -> optuna.Study:
+    """Two objectives (val_accuracy up, parameters down): trials 0, 1 and 3 make the front."""
+    s = optuna.create_study(directions=["maximize", "minimize"], study_name="pareto")
+    dist = {"dropout": optuna.distributions.FloatDistribution(0.1, 0.6)}
+    for i, values in enumerate([(0.990, 50_000), (0.995, 90_000), (0.985, 95_000), (0.9935, 60_000)]):
+        s.add_trial(optuna.trial.create_trial(
+            params={"dropout": 0.2 + i / 10}, distributions=dist, values=list(values),
+            user_attrs={"epochs_trained": 2, report.VALUES_ATTR: {"model.dropout": 0.2 + i / 10}}))  # fmt: skip
+    return s
+
+
+def test_the_choice_on_a_front_is_the_cheapest_within_the_tolerance_of_the_best():
+    from mnist_cnn.tuning import objectives
+
+    names = ("val_accuracy", "parameters")
+    front = objectives.front(pareto_study())
+    assert [t.number for t in front] == [0, 1, 3]
+    assert objectives.choose(front, names, 0.002).number == 3  # 0.9935 is within 0.002 of 0.995, and smaller
+    assert objectives.choose(front, names, 0.0).number == 1
+    assert objectives.choose(front, names, 0.01).number == 0
+    result = report.summarise(pareto_study(), "journal", "parent", 3.0, names, 0.002)
+    assert (result.best_number, result.best_value, result.multi) == (3, 0.9935, True)
+    assert [t["number"] for t in result.front] == [0, 1, 3]
+    frame = report.trials_frame(pareto_study(), names)
+    assert list(frame["on_front"]) == [True, True, False, True]
+    assert set(report._figures(pareto_study(), names)) >= {"pareto_front", "param_importances"}
+
+
+def test_apply_pick_takes_another_trial_of_the_front_and_refuses_one_off_it(project, capsys):
+    result = report.summarise(pareto_study(), "journal", "parent", 3.0, ("val_accuracy", "parameters"), 0.002)
+    best.write_best(result, project / "front.yaml")
+    assert "--apply --pick TRIAL" in (project / "front.yaml").read_text()
+    assert main("tune", "--apply", "--best", str(project / "front.yaml")) == 0
+    assert read_yaml(project / "params.yaml")["model"]["dropout"] == 0.5  # trial 3, the choice
+    assert main("tune", "--apply", "--pick", "1", "--best", str(project / "front.yaml")) == 0
+    assert read_yaml(project / "params.yaml")["model"]["dropout"] == 0.3
+    capsys.readouterr()
+    assert main("tune", "--apply", "--pick", "2", "--best", str(project / "front.yaml")) == 1
+    refused = capsys.readouterr().err
+    assert "trial 2 is not on the front" in refused and "its trials: 0, 1, 3" in refused
+    single = report.summarise(small_study(), "journal", "parent", 1.0)
+    best.write_best(single, project / "single.yaml")
+    assert main("tune", "--apply", "--pick", "1", "--best", str(project / "single.yaml")) == 1
+    assert "has no front to --pick from" in capsys.readouterr().err

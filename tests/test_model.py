@@ -11,6 +11,7 @@ from pathlib import Path  # noqa: E402
 
 from mnist_cnn import data, presets, training  # noqa: E402
 from mnist_cnn.config import AugmentParams  # noqa: E402
+from mnist_cnn.errors import ConfigError  # noqa: E402
 from mnist_cnn.model import build_model  # noqa: E402
 from mnist_cnn.schema import replace  # noqa: E402
 
@@ -95,6 +96,14 @@ def test_batch_norm_strided_augmented_config_builds():
     assert keras.ops.convert_to_numpy(model(x, training=False)).shape == (2, 10)
 
 
+def test_convs_per_block_may_differ_between_blocks():
+    model = build_model(seed_model(filters=(8, 16), convs_per_block=(1, 2), batch_norm=True))
+    convs = [layer.name for layer in model.layers if type(layer).__name__ == "Conv2D"]
+    assert convs == ["block1_conv1", "block2_conv1", "block2_conv2"]
+    with pytest.raises(ConfigError, match=r"model\.convs_per_block lists 3 blocks but model\.filters lists 2"):
+        seed_model(filters=(8, 16), convs_per_block=(1, 2, 2))
+
+
 def test_augmentation_is_inactive_at_inference():
     model = build_model(
         seed_model(filters=(4,), dense_units=(8,), augment=AugmentParams(rotation_deg=30, shift=0.2, zoom=0.0))
@@ -119,6 +128,20 @@ def train_once(tiny_splits, work_dir, seed: int):
     train_split, val_split = tiny_splits
     params = replace(SEED_TRAIN, epochs=1, batch_size=64, seed=seed, mixed_precision="off", early_stopping_patience=0)
     return training.train(SEED_MODEL, params, train_split, val_split, work_dir, verbose=0)
+
+
+@pytest.mark.slow
+def test_bfloat16_training_is_deterministic_and_saves_a_float32_network(tiny_splits, tmp_path):
+    train_split, val_split = tiny_splits
+    params = replace(SEED_TRAIN, epochs=1, batch_size=64, mixed_precision="bfloat16", early_stopping_patience=0)
+    runs = [training.train(SEED_MODEL, params, train_split, val_split, tmp_path / k, verbose=0) for k in "ab"]
+    assert keras.mixed_precision.global_policy().name == "float32", "the policy is reset after training"
+    for run in runs:
+        assert {layer.dtype_policy.name for layer in run.model.layers} == {"float32"}
+    for a, b in zip(runs[0].model.get_weights(), runs[1].model.get_weights(), strict=True):
+        assert np.array_equal(a, b)
+    x = val_split.x[:8, ..., None].astype("float32")
+    assert keras.ops.convert_to_numpy(runs[0].model(x, training=False)).dtype == np.float32
 
 
 @pytest.mark.slow

@@ -26,6 +26,7 @@ from mnist_cnn.tuning import storage
 from mnist_stack import mlflow_server
 from mnist_stack.settings import Settings, load_settings
 from team_kit import tune_cmd, wait_for
+from tuning_kit import MULTI, check_pareto_study
 
 pytestmark = pytest.mark.slow
 
@@ -185,6 +186,30 @@ def test_a_claim_waits_for_another_machine_s_claim_through_the_database(team_sta
     worker.join(30)
     assert got and got[0] is not None
     assert storage.claim(study, 1, storage.claim_lock(location, name, tmp_path / "machine-2.lock")) is None  # full
+
+
+def test_a_multi_objective_study_on_postgresql_with_two_workers_fills_exactly_and_logs_its_front(
+    team_stack, processed, tmp_path
+):
+    from mlflow import MlflowClient
+
+    from mnist_cnn.schema import read_yaml
+
+    workdir = copy_project(tmp_path / "a")
+    run(["mnist-cnn", "preset", "fast"], workdir)
+    name, location = f"pareto-{uuid.uuid4().hex[:8]}", team_stack.optuna()
+    best = tmp_path / "best.yaml"
+    run(
+        tune_cmd(processed, location, name, "--trials", "5", "--workers", "2", MULTI, "--best", best),
+        workdir,
+        env(team_stack),
+    )
+    study = load_study(location, name)
+    assert counts(study)["COMPLETE"] == 5 and counts(study)["RUNNING"] == 0
+    client = MlflowClient(team_stack.tracking_uri)
+    experiment = client.get_experiment_by_name("mnist-cnn").experiment_id
+    runs = client.search_runs([experiment], f"tags.`optuna.study_name` = '{name}'", max_results=1000)
+    check_pareto_study(study, runs, read_yaml(best), client)
 
 
 def _running_with_run(location: str, name: str) -> bool:

@@ -15,7 +15,7 @@ from helpers import experiment_runs, store_client
 from mnist_cnn import config
 from mnist_cnn.errors import ConfigError
 from mnist_cnn.tuning import space
-from tuning_kit import env_for, load_study, run_tune, states, tune_cmd
+from tuning_kit import MULTI, check_pareto_study, env_for, load_study, run_tune, states, tune_cmd
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -287,3 +287,35 @@ def test_trials_on_a_database_send_heartbeats_so_a_dead_machine_s_trials_can_be_
         (beats,) = con.execute("SELECT count(*) FROM trial_heartbeats").fetchone()
         (complete,) = con.execute("SELECT count(*) FROM trials WHERE state = 'COMPLETE'").fetchone()
     assert complete == 1 and beats >= 1
+
+
+@pytest.mark.slow
+def test_a_multi_objective_study_logs_its_pareto_front_and_apply_takes_the_documented_choice(workdir, processed):
+    proc = run_tune(workdir, processed, "--trials", "5", MULTI, "--set=tune.sampler.n_startup_trials=3")
+    assert "Optuna has no pruning for multi-objective studies, so tune.pruner (percentile) is not used" in proc.stderr
+    assert "the Pareto front of val_accuracy, parameters:" in proc.stdout
+    study = load_study(workdir)
+    assert states(study).count("COMPLETE") == 5, states(study)
+    best_file = config.read_yaml(workdir / "tuning" / "best_params.yaml")
+    check_pareto_study(study, experiment_runs(workdir), best_file, store_client(workdir))
+
+    def apply(*extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            ["mnist-cnn", "tune", "--apply", *extra], cwd=workdir, capture_output=True, text=True, timeout=60
+        )
+
+    assert apply().returncode == 0
+    chosen = study.trials[best_file["best_trial"]]
+    assert config.load_params(workdir / "params.yaml").model.filters[0] == chosen.params["conv1_filters"]
+    other = next((e for e in best_file["front"] if e["trial"] != chosen.number), best_file["front"][0])
+    picked = apply("--pick", str(other["trial"]))
+    assert picked.returncode == 0, picked.stderr
+    assert config.load_params(workdir / "params.yaml").model.filters[0] == other["params"]["model.filters.0"]
+    off_front = next((t.number for t in study.trials if t.number not in {e["trial"] for e in best_file["front"]}), 99)
+    refused = apply("--pick", str(off_front))
+    assert refused.returncode == 1 and f"trial {off_front} is not on the front" in refused.stderr
+
+    # the same study name cannot be resumed with other objectives
+    again = run_tune(workdir, processed, "--trials", "6", check=False)
+    assert again.returncode == 1
+    assert "optimises ['maximize', 'minimize'], but tune.objectives ['val_accuracy'] needs ['maximize']" in again.stderr

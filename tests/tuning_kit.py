@@ -47,3 +47,40 @@ def load_study(workdir: Path, name: str = "mnist-cnn"):
 
 def states(study) -> list[str]:
     return [t.state.name for t in study.get_trials(deepcopy=False)]
+
+
+MULTI = "--set=tune.objectives=[val_accuracy,parameters]"  # accuracy against the network's size
+
+
+def check_pareto_study(study, runs: list, best_file: dict, client) -> None:
+    """What a finished two-objective study (val_accuracy, parameters) must show: a front no trial
+    beats, each trial run tagged on or off it, the parent run's front table and figure, and the
+    best params file's front and choice (the cheapest within tune.choose_within of the best)."""
+    from mnist_cnn.tuning import objectives
+
+    assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
+    complete = [t for t in study.trials if t.state.name == "COMPLETE"]
+    front = {t.number for t in study.best_trials}
+    assert front and all(len(t.values) == 2 for t in complete)
+    for t in complete:  # nothing off the front beats a front trial on both objectives
+        dominated = any(o.values[0] >= t.values[0] and o.values[1] <= t.values[1] and o.values != t.values
+                        for o in complete)  # fmt: skip
+        assert dominated == (t.number not in front), t.number
+    (parent,) = [r for r in runs if r.data.tags.get("mnist_cnn.stage") == "tune"]
+    children = {
+        r.data.tags["optuna.trial_number"]: r
+        for r in runs
+        if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id
+    }
+    for t in complete:
+        tags, metrics = children[str(t.number)].data.tags, children[str(t.number)].data.metrics
+        assert tags["optuna.pareto_front"] == str(t.number in front).lower()
+        assert metrics["best_val_accuracy"] == t.values[0] and metrics["parameters"] == t.values[1]
+    assert parent.data.metrics["front_trials"] == len(front)
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "tuning")}
+    assert {"tuning/pareto_front.csv", "tuning/pareto_front.json", "tuning/pareto_front.png"} <= artifacts
+
+    chosen = objectives.choose(study.best_trials, ("val_accuracy", "parameters"), 0.002)
+    assert best_file["best_trial"] == chosen.number and best_file["objectives"] == ["val_accuracy", "parameters"]
+    assert sorted(e["trial"] for e in best_file["front"]) == sorted(front)
+    assert "lowest parameters among front trials within 0.002" in best_file["chosen_by"]

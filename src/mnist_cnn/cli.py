@@ -19,7 +19,7 @@ import numpy as np
 
 from mnist_cnn import atomic, config, figures, presets
 from mnist_cnn.entrypoint import add_params_args, quiet_server, run_main
-from mnist_cnn.errors import TrackingError
+from mnist_cnn.errors import ConfigError, TrackingError
 from mnist_cnn.schema import dump_yaml, read_yaml, to_dict
 from mnist_runtime import images
 
@@ -114,6 +114,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="best params file, kept under version control (default: tuning/best_params.yaml)",
     )
     tune.add_argument("--apply", action="store_true", help="write the best params file's values into --params and stop")
+    tune.add_argument(
+        "--pick",
+        type=int,
+        metavar="TRIAL",
+        help="with --apply on a multi-objective study's file: that trial of the front instead of the documented choice",
+    )
     tune.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_params_args(tune)
     app = sub.add_parser("app", help="a web page on 127.0.0.1 to draw or upload a digit and see what the model reads")
@@ -253,9 +259,10 @@ def _tune(args: argparse.Namespace) -> int:
     if args.apply:
         from mnist_cnn.tuning.best import apply_best
 
-        changes = apply_best(args.best, args.params)
+        changes = apply_best(args.best, args.params, args.pick)
+        chosen = f"trial {args.pick} of {args.best}" if args.pick is not None else f"the best params of {args.best}"
         if not changes:
-            print(f"{args.params} already holds the best params of {args.best}")
+            print(f"{args.params} already holds {chosen}")
             return 0
         for key, old, new in changes:
             print(f"{key}: {old!r} -> {new!r}")
@@ -275,6 +282,8 @@ def _tune(args: argparse.Namespace) -> int:
     from mnist_cnn.tuning.study import run_study
     from mnist_cnn.tuning.trial import OBJECTIVE
 
+    if args.pick is not None:
+        raise ConfigError("--pick chooses a trial to apply: use it with --apply")
     params = config.load_params(args.params, overrides)
     result = run_study(params, args.data_dir, config.project_root(), progress=not args.no_progress)
     counts = result.counts
@@ -285,11 +294,19 @@ def _tune(args: argparse.Namespace) -> int:
     if result.best_value is None:
         print("no trial completed; nothing to apply")
         return 0
-    print("\nbest trials (validation accuracy):")
+    print(
+        f"\nthe Pareto front of {', '.join(result.objectives)}:"
+        if result.multi
+        else "\nbest trials (validation accuracy):"
+    )
     print(result.table)
     write_best(result, args.best)
-    print(f"\nbest: trial {result.best_number}, {OBJECTIVE} {result.best_value:.4f}; written to {args.best}")
-    print("next: mnist-cnn tune --apply, then dvc repro")
+    if result.multi:
+        print(f"\nchosen: trial {result.best_number} ({result.rule}); the front and its choice written to {args.best}")
+        print("next: mnist-cnn tune --apply (or --apply --pick TRIAL for another trial of the front), then dvc repro")
+    else:
+        print(f"\nbest: trial {result.best_number}, {OBJECTIVE} {result.best_value:.4f}; written to {args.best}")
+        print("next: mnist-cnn tune --apply, then dvc repro")
     return 0
 
 

@@ -102,7 +102,8 @@ class AugmentParams(Section):
 class ModelParams(Section):
     key: ClassVar[str] = "model"
     filters: Annotated[tuple[Annotated[Int, at_least(1)], ...], rule(len, "needs at least one conv block")]
-    convs_per_block: Annotated[Int, at_least(1)]
+    # one number for every block, or one per block ([1, 2]: a single conv at full size, where it costs most)
+    convs_per_block: Int | tuple[Int, ...]
     kernel_size: Annotated[Int, rule(lambda v: v in (1, 3, 5, 7), "must be 1, 3, 5 or 7")]
     padding: Literal["valid", "same"]
     downsample: Literal["maxpool", "strided"]
@@ -111,6 +112,21 @@ class ModelParams(Section):
     dense_units: tuple[Annotated[Int, at_least(1)], ...]
     dropout: Dropout
     augment: AugmentParams
+
+    @field_validator("convs_per_block")
+    @classmethod
+    def _one_per_block(cls, convs: int | tuple[int, ...], info: ValidationInfo) -> int | tuple[int, ...]:
+        if min(convs if isinstance(convs, tuple) else (convs,), default=0) < 1:
+            raise ValueError("must be at least 1" + (" in every block" if isinstance(convs, tuple) else ""))
+        filters = info.data.get("filters")
+        if isinstance(convs, tuple) and filters is not None and len(convs) != len(filters):
+            raise ValueError(f"lists {len(convs)} blocks but model.filters lists {len(filters)}; give one per block")
+        return convs
+
+    def block_convs(self) -> tuple[int, ...]:
+        """The number of convs of each block."""
+        convs = self.convs_per_block
+        return convs if isinstance(convs, tuple) else (convs,) * len(self.filters)
 
 
 class ScheduleParams(Section):
@@ -137,7 +153,9 @@ class TrainParams(Section):
     seed: Int
     schedule: ScheduleParams
     early_stopping_patience: Annotated[Int, at_least(0, "0 turns it off")]
-    mixed_precision: Literal["auto", "on", "off"]
+    # auto: float16 on a GPU, bfloat16 on a CPU that computes it natively (AVX512-BF16, AMX), else off;
+    # on = float16. The saved model computes in float32 whatever trained it.
+    mixed_precision: Literal["auto", "on", "off", "float16", "bfloat16"]
     # outlier exposure: generated non-digits as this share of the training set
     nondigits: Annotated[Float, interval("[0, 1]", "0 turns outlier exposure off")]
 
@@ -263,6 +281,11 @@ class TuneParams(Section):
     study_name: Annotated[Str, rule(lambda v: bool(v.strip()), "must not be empty")]
     storage: Str  # empty: journal file optuna/<study_name>.journal; else an Optuna storage URL
     n_trials: Annotated[Int, at_least(1)]  # finished trials (complete or pruned) the study should hold
+    # what the study optimises: val_accuracy, and for a multi-objective study any of train_seconds,
+    # parameters, latency_ms (see tuning.objectives)
+    objectives: tuple[Literal["val_accuracy", "train_seconds", "parameters", "latency_ms"], ...]
+    # on a front: --apply takes the cheapest trial within this much val_accuracy of the best
+    choose_within: Share
     timeout_s: Annotated[Float, at_least(0, "0: no limit")]  # stop starting trials after this long
     workers: Annotated[Int, at_least(1)]
     # on a database: trial heartbeat interval; silent for 4x this long: failed
@@ -275,6 +298,15 @@ class TuneParams(Section):
     sampler: SamplerParams
     pruner: PrunerParams
     space: Annotated[dict[Str, SearchParam], rule(len, "needs at least one parameter")]
+
+    @field_validator("objectives")
+    @classmethod
+    def _with_quality(cls, objectives: tuple[str, ...]) -> tuple[str, ...]:
+        if "val_accuracy" not in objectives:
+            raise ValueError(f"must include val_accuracy, got {list(objectives)}")
+        if len(set(objectives)) != len(objectives):
+            raise ValueError(f"lists an objective twice: {list(objectives)}")
+        return objectives
 
 
 # `register` is only ABCMeta's method on the class: on instances the field wins.

@@ -23,9 +23,9 @@ def build_model(params: ModelParams, seed: int = 42) -> keras.Model:
     if aug.shift:
         x = layers.RandomTranslation(aug.shift, aug.shift, fill_mode="constant", seed=seed + 2, name="aug_shift")(x)
 
-    for b, filters in enumerate(params.filters, start=1):
-        for c in range(1, params.convs_per_block + 1):
-            last = c == params.convs_per_block
+    for b, (filters, convs) in enumerate(zip(params.filters, params.block_convs(), strict=True), start=1):
+        for c in range(1, convs + 1):
+            last = c == convs
             strided = last and params.downsample == "strided"
             x = layers.Conv2D(
                 filters,

@@ -125,8 +125,8 @@ def _annotation_at(cls: type, loc: tuple[str | int, ...]) -> Any:
     for part in loc:
         if isinstance(tp, type) and issubclass(tp, BaseModel):
             tp = tp.model_fields[str(part)].annotation
-        else:  # a dict's values or a tuple's items
-            tp = typing.get_args(tp)[-1]
+        else:  # a dict's values or a tuple's items (tuple[X, ...]: X)
+            tp = [arg for arg in typing.get_args(tp) if arg is not Ellipsis][-1]
         while typing.get_origin(tp) is Annotated:
             tp = typing.get_args(tp)[0]
     return tp

@@ -70,10 +70,44 @@ def make_deterministic(seed: int) -> None:
     tf.config.experimental.enable_op_determinism()
 
 
+def native_bfloat16() -> bool:
+    """Whether this CPU computes bfloat16 in hardware (AVX512-BF16 or AMX), as oneDNN then does."""
+    try:
+        flags = next(
+            (
+                line.split(":", 1)[1].split()
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("flags")
+            ),
+            [],
+        )
+    except OSError:
+        return False
+    return bool({"avx512_bf16", "amx_bf16"} & set(flags))
+
+
+def precision_policy(mode: str) -> str:
+    """The Keras dtype policy of train.mixed_precision (see TrainParams)."""
+    if mode == "auto":
+        if tf.config.list_physical_devices("GPU"):
+            return "mixed_float16"
+        return "mixed_bfloat16" if native_bfloat16() else "float32"
+    return {"on": "mixed_float16", "float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}.get(mode, "float32")
+
+
 def use_mixed_precision(mode: str) -> bool:
-    enabled = mode == "on" or (mode == "auto" and bool(tf.config.list_physical_devices("GPU")))
-    keras.mixed_precision.set_global_policy("mixed_float16" if enabled else "float32")
-    return enabled
+    policy = precision_policy(mode)
+    keras.mixed_precision.set_global_policy(policy)
+    return policy != "float32"
+
+
+def in_float32(model, params: ModelParams, seed: int):
+    """The trained network rebuilt under float32 with its weights (kept in float32 by mixed
+    precision anyway): the saved model computes the same on any machine."""
+    keras.mixed_precision.set_global_policy("float32")
+    plain = build_model(params, seed=seed)
+    plain.set_weights(model.get_weights())
+    return plain
 
 
 def learning_rate(params: TrainParams, steps_per_epoch: int):
@@ -194,7 +228,7 @@ def train(
     same call resumes from the last completed epoch, and emptied after success.
     """
     make_deterministic(params.seed)
-    use_mixed_precision(params.mixed_precision)
+    mixed = use_mixed_precision(params.mixed_precision)
     model = build_model(model_params, seed=params.seed)
     train_split = with_nondigits(train_split, params.nondigits, params.seed)
     steps = math.ceil(len(train_split) / params.batch_size)
@@ -267,6 +301,8 @@ def train(
     if best_path.exists():
         model.load_weights(str(best_path))
         best_path.unlink()
+    if mixed:
+        model = in_float32(model, model_params, params.seed)
     history_path.unlink(missing_ok=True)
     if not history:
         raise RuntimeError("training ran no epoch")

@@ -14,20 +14,28 @@ from mnist_cnn.tuning.report import StudyResult
 
 
 def write_best(result: StudyResult, path: str | Path) -> None:
-    header = (
-        f"# Best trial of Optuna study {result.study_name!r}, written by `mnist-cnn tune`.\n"
-        "# Scored on the validation split. Copy into params.yaml with: mnist-cnn tune --apply\n"
-    )
+    if result.multi:
+        header = (
+            f"# The Pareto front of Optuna study {result.study_name!r} ({', '.join(result.objectives)}), written by\n"
+            f"# `mnist-cnn tune`; `params` is the chosen trial's: {result.rule}. Scored on the validation split.\n"
+            "# Copy into params.yaml with: mnist-cnn tune --apply (another trial of the front: --apply --pick TRIAL)\n"
+        )
+    else:
+        header = (
+            f"# Best trial of Optuna study {result.study_name!r}, written by `mnist-cnn tune`.\n"
+            "# Scored on the validation split. Copy into params.yaml with: mnist-cnn tune --apply\n"
+        )
     atomic.write_text(Path(path), header + dump_yaml(result.best_document()))
 
 
-def apply_best(best_path: str | Path, params_path: str | Path) -> list[tuple[str, Any, Any]]:
-    """Write the best params file's values into params.yaml (comments kept); return
-    (key, old, new) for each value that changed."""
+def apply_best(best_path: str | Path, params_path: str | Path, pick: int | None = None) -> list[tuple[str, Any, Any]]:
+    """Write the best params file's values (or, with `pick`, those of that trial of its Pareto
+    front) into params.yaml, comments kept; return (key, old, new) for each value that changed."""
     best_path = Path(best_path)
     if not best_path.is_file():
         raise TuneError(f"{best_path} not found; run `mnist-cnn tune` first (or pass --best)")
-    values = read_yaml(best_path, what="best params file").get("params")
+    document = read_yaml(best_path, what="best params file")
+    values = document.get("params") if pick is None else _front_trial(document, pick, best_path)
     if not isinstance(values, dict) or not values:
         raise TuneError(f"{best_path} holds no best params (did any trial complete?)")
     params = load_params(params_path)
@@ -42,3 +50,14 @@ def apply_best(best_path: str | Path, params_path: str | Path) -> list[tuple[str
     if changes:
         edit_params_file(params_path, edit)
     return changes
+
+
+def _front_trial(document: dict[str, Any], pick: int, path: Path) -> dict[str, Any]:
+    front = document.get("front")
+    if not isinstance(front, list):
+        raise TuneError(f"{path} is a single-objective study's: it has no front to --pick from; drop --pick")
+    for entry in front:
+        if isinstance(entry, dict) and entry.get("trial") == pick:
+            return entry.get("params")
+    numbers = ", ".join(str(e.get("trial")) for e in front if isinstance(e, dict))
+    raise TuneError(f"trial {pick} is not on the front in {path}; its trials: {numbers}")

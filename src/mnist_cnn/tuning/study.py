@@ -29,8 +29,10 @@ from mnist_cnn.config import Params
 from mnist_cnn.errors import TuneError
 from mnist_cnn.schema import flatten
 from mnist_cnn.tracking.runs import stage_run
+from mnist_cnn.tuning import objectives
 from mnist_cnn.tuning.database import retry
-from mnist_cnn.tuning.report import Progress, StudyResult, log_study, summarise
+from mnist_cnn.tuning.progress import Progress
+from mnist_cnn.tuning.report import StudyResult, log_study, summarise
 from mnist_cnn.tuning.space import check_space
 from mnist_cnn.tuning.storage import (
     claim,
@@ -60,6 +62,8 @@ def make_sampler(params: Params, seed: int, parallel: bool) -> optuna.samplers.B
 
 def make_pruner(params: Params) -> optuna.pruners.BasePruner:
     pruner = params.tune.pruner
+    if len(params.tune.objectives) > 1:
+        return optuna.pruners.NopPruner()  # Optuna has no pruning for multi-objective studies
     if pruner.name in ("median", "percentile"):
         return optuna.pruners.PercentilePruner(
             50.0 if pruner.name == "median" else pruner.percentile,
@@ -210,19 +214,32 @@ def _open_study(params: Params, location: str) -> optuna.Study:
     tune = params.tune
     storage = open_storage(location, tune.workers, tune.heartbeat_s, tune.reconnect_s)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    wanted = objectives.directions(tune.objectives)
     try:
         study = optuna.create_study(
             study_name=tune.study_name,
             storage=storage,
-            direction="maximize",
+            directions=wanted,
             load_if_exists=True,
             sampler=make_sampler(params, tune.seed, False),
             pruner=make_pruner(params),
         )
     except Exception as exc:
         raise TuneError(f"cannot create or load study {tune.study_name!r} in {redact(location)}: {exc}") from None
-    if study.direction != optuna.study.StudyDirection.MAXIMIZE:
-        raise TuneError(f"study {tune.study_name!r} in {redact(location)} minimises; it was not made by mnist-cnn tune")
+    found = [d.name.lower() for d in study.directions]
+    if found != wanted:
+        raise TuneError(
+            f"study {tune.study_name!r} in {redact(location)} optimises {found}, but tune.objectives "
+            f"{list(tune.objectives)} needs {wanted}; give this study another name (--study-name)"
+        )
+    if len(wanted) > 1 and tune.pruner.name != "none":
+        log.warning(
+            "tune.objectives lists %d objectives: Optuna has no pruning for multi-objective studies, so "
+            "tune.pruner (%s) is not used; every trial trains its %d epochs",
+            len(wanted),
+            tune.pruner.name,
+            tune.epochs,
+        )
     return study
 
 
@@ -263,8 +280,10 @@ def run_study(
             parallel=tune.workers > 1,
             deadline=deadline,
         )
-        with Progress(location, tune.study_name, tune.n_trials, deadline, progress):
+        quality = tune.objectives.index(objectives.QUALITY)
+        with Progress(location, tune.study_name, tune.n_trials, deadline, progress, quality):
             _run_rounds(study, spec, tune.workers, tune.n_trials, tune.seed)
-        result = summarise(study, redact(location), parent.run_id, time.perf_counter() - start)
+        seconds = time.perf_counter() - start
+        result = summarise(study, redact(location), parent.run_id, seconds, tune.objectives, tune.choose_within)
         log_study(parent, study, result)
     return result

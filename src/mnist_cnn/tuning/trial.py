@@ -1,5 +1,5 @@
-"""One trial: train the sampled CNN as a nested MLflow run, report each epoch to the pruner,
-and tell the study how it ended."""
+"""One trial: train the sampled CNN as a nested MLflow run, report each epoch to the pruner (one
+objective), measure its objectives and tell the study how it ended."""
 
 from __future__ import annotations
 
@@ -20,9 +20,10 @@ from mnist_cnn.config import Params
 from mnist_cnn.data import Split
 from mnist_cnn.schema import flatten
 from mnist_cnn.tracking import lineage, runs
+from mnist_cnn.tuning import objectives
 from mnist_cnn.tuning.space import trial_params
 
-OBJECTIVE = "val_accuracy"
+OBJECTIVE = objectives.QUALITY  # what the pruner watches
 MLFLOW_RUN_ATTR = "mlflow_run_id"
 PARENT_RUN_ATTR = "mlflow_parent_run_id"  # the `tune` run of the worker's command
 TAG_TRIAL = "mnist_cnn.trial"
@@ -98,7 +99,8 @@ def run_trial(
     start = time.perf_counter()
     epochs_done = 0
     state, status = "FAIL", "FAILED"
-    value, taken = None, False
+    scores, taken = None, False
+    multi = len(params.tune.objectives) > 1  # Optuna prunes single-objective studies only
     run = mlflow.start_run(
         experiment_id=experiment_id,
         run_name=f"trial-{trial.number}",
@@ -142,12 +144,12 @@ def run_trial(
                     val,
                     Path(work),
                     on_epoch=[on_epoch],
-                    extra_callbacks=[KerasPruningCallback(trial, OBJECTIVE)],
+                    extra_callbacks=[] if multi else [KerasPruningCallback(trial, OBJECTIVE)],
                     verbose=0,
                 )
-        value = float(result.best[OBJECTIVE])
+            scores = objectives.measure(params.tune.objectives, result, result.model)
         state, status = "COMPLETE", "FINISHED"
-        mlflow.log_metric(f"best_{OBJECTIVE}", value)
+        mlflow.log_metrics(objective_metrics(params.tune.objectives, scores))
     except optuna.TrialPruned:
         state, status = "PRUNED", "FINISHED"
     except optuna.exceptions.UpdateFinishedTrialError:
@@ -164,7 +166,7 @@ def run_trial(
         if not taken:
             try:
                 trial.set_user_attr("seconds", round(seconds, 3))
-                taken = not settle(study, storage, trial, state, value)
+                taken = not settle(study, storage, trial, state, scores)
             except optuna.exceptions.UpdateFinishedTrialError:
                 taken = True
         if taken:
@@ -179,14 +181,23 @@ def run_trial(
         mlflow.end_run(status)
 
 
+def objective_metrics(names: tuple[str, ...], values: list[float]) -> dict[str, float]:
+    """A trial's objectives under the project's metric names (val_accuracy: best_val_accuracy)."""
+    return {("best_" + n if n == OBJECTIVE else n): v for n, v in zip(names, values, strict=True)}
+
+
 def settle(
-    study: optuna.Study, storage: optuna.storages.BaseStorage, trial: optuna.Trial, state: str, value: float | None
+    study: optuna.Study,
+    storage: optuna.storages.BaseStorage,
+    trial: optuna.Trial,
+    state: str,
+    scores: list[float] | None,
 ) -> bool:
     """Tell the study how the trial ended. False when it had been finished elsewhere (failed by
     another worker after its heartbeat stopped): then nothing is told, and nothing overwritten."""
     try:
         if state == "COMPLETE":
-            study.tell(trial, value)
+            study.tell(trial, scores if len(scores) > 1 else scores[0])
         else:
             study.tell(trial, state=TrialState[state])
         return True
