@@ -157,8 +157,12 @@ def stage_cmd(stage: str, *extra: str) -> list[str]:
 
 
 def clean_env(**extra: str) -> dict[str, str]:
-    """The environment of a user's shell: no tracking URI, mirror or MLflow run of the test's own."""
-    dropped = ("MLFLOW_TRACKING_URI", "MNIST_MIRROR", "USPS_MIRROR", "MLFLOW_RUN_ID")
+    """The environment of a user's shell: no tracking URI, mirror, MLflow run or experiment of the test's own.
+
+    `mlflow.set_experiment` in an in-process test exports MLFLOW_EXPERIMENT_ID into os.environ.
+    """
+    dropped = ("MLFLOW_TRACKING_URI", "MNIST_MIRROR", "USPS_MIRROR", "MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID",
+               "MLFLOW_EXPERIMENT_NAME")  # fmt: skip
     env = {k: v for k, v in os.environ.items() if k not in dropped}
     env.update(TF_CPP_MIN_LOG_LEVEL="2", **extra)
     return env

@@ -4,7 +4,7 @@ never leaves the namespaces made here. Commands run "on" a host through `ip netn
 `unshare --uts`. A link can be cut and healed at the switch, and every process of a host killed
 at once (`ip netns pids`). Needs root, `ip` (iproute2) and `unshare` (util-linux).
 
-    with Network("ws1", "ws2", server="srv") as net:
+    with Network("srv", "ws1", "ws2") as net:
         net["srv"].run(["mnist-cnn", "stack", "up", "--host", "0.0.0.0"], cwd)
 """
 

@@ -24,9 +24,9 @@ def project(tmp_path_factory) -> tuple[Path, str]:
     """A project copy whose store holds the experiment and one finished run."""
     root = copy_project(tmp_path_factory.mktemp("ui-project"))
     script = (
-        "import mlflow; from mnist_cnn import config, tracking\n"
+        "import mlflow; from mnist_cnn import config\nfrom mnist_cnn.tracking import store\n"
         "params = config.load_params('params.yaml')\n"
-        "experiment = tracking.configure(params.tracking)\n"
+        "experiment = store.configure(params.tracking)\n"
         "with mlflow.start_run(experiment_id=experiment, run_name='ui-test-run') as r: mlflow.log_metric('val_accuracy', 0.5)\n"
         "print(r.info.experiment_id)\n"
     )
