@@ -134,6 +134,7 @@ def test_study_logs_nested_runs_and_writes_best_params(workdir, processed):
     finished = [t for t in study.get_trials(deepcopy=False) if t.state.name in ("COMPLETE", "PRUNED")]
     assert len(finished) == 4
     assert "best trials (validation accuracy):" in proc.stdout
+    assert not [line for line in proc.stderr.splitlines() if " INFO " in line], "MLflow's INFO lines stay hidden"
 
     all_runs = experiment_runs(workdir)
     parents = [r for r in all_runs if r.data.tags.get("mnist_cnn.stage") == "tune"]

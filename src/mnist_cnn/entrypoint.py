@@ -35,6 +35,7 @@ def quiet_libraries() -> None:
         return
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"  # read by TensorFlow's native logging once loaded
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # bars for small local copies
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # `import mlflow` resets its loggers' level from it
     warnings.filterwarnings(
         "ignore", message=r".* is experimental \(supported from v"
     )  # optuna.exceptions.ExperimentalWarning
