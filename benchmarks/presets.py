@@ -1,11 +1,20 @@
-"""Train the presets on full MNIST in one run and compare them.
+"""The accuracy-cost frontier on full MNIST: the presets, side by side with the seed, and a study's
+Pareto front.
 
-Each preset trains in its own process (clean TensorFlow state, its own peak RSS) on the same
-split, is scored on the 10,000 test images, and the table shows test accuracy, test loss,
-training seconds, the ratio to the seed preset's time, images per second and peak RSS. An
-accuracy-versus-time plot is saved beside the JSON results.
+Each run trains in its own process (clean TensorFlow state, its own peak RSS) on the same split.
+The seed preset runs before and after every other preset (seed, fast, seed, accurate, ... , seed),
+so each ratio to the seed divides by the mean of the two seed runs around it, measured in the same
+run. For every run: test accuracy, training seconds, that ratio, the fit's images/s (per-epoch
+throughput), epochs, parameters, the serving latency of one image (median ms, the saved float32
+network) and peak RSS; with --usps, USPS accuracy over the evaluate stage's six renderings.
 
-    MNIST_MIRROR=/path/to/mnist python benchmarks/presets.py [--presets seed fast accurate] [--out DIR]
+`--front tuning/best_params.yaml` adds a multi-objective study's front: listed as the study
+measured it, and with --retrain-front each front trial's values are applied to params.yaml (as
+`mnist-cnn tune --apply --pick` would) and trained like a preset. The plot (accuracy versus
+training seconds) draws the presets and the front.
+
+    MNIST_MIRROR=/path/to/mnist USPS_MIRROR=/path/to/usps python benchmarks/presets.py \\
+        [--presets fast accurate] [--front tuning/best_params.yaml [--retrain-front]] [--out DIR]
 """
 
 from __future__ import annotations
@@ -20,8 +29,10 @@ import time
 from pathlib import Path
 
 from pipeline import add_mirror_option
+from real_digits import cpu_name
 
 ROOT = Path(__file__).resolve().parents[1]
+SEED = "seed"
 
 
 def prepare_data(mirror: str, work: Path) -> Path:
@@ -41,96 +52,199 @@ def prepare_data(mirror: str, work: Path) -> Path:
     return out
 
 
-def worker(preset: str, data_dir: Path, result_path: Path, overrides: list[str]) -> None:
-    """Train one preset; write its figures as JSON."""
+def _sections(name: str, values: dict | None, overrides: list[str]):
+    """A preset's model and train sections, or (values) params.yaml's with a front trial's values."""
+    from mnist_cnn import config, presets
+
+    if values is None:
+        return presets.load(name, overrides)
+    params = config.with_values(config.load_params(ROOT / "params.yaml", overrides), values)
+    return params.model, params.train
+
+
+def worker(name: str, data_dir: Path, result_path: Path, overrides: list[str], values: dict | None, usps_dir) -> None:
+    """Train one preset (or front trial); write its figures as JSON."""
     import resource
 
-    from mnist_cnn import data, evaluation, presets, training
+    from mnist_cnn import data, evaluation, training, usps
+    from mnist_cnn.config import load_params
     from mnist_cnn.schema import to_dict
+    from mnist_cnn.tuning.objectives import latency_ms
 
-    model_params, train_params = presets.load(preset, overrides)
+    model_params, train_params = _sections(name, values, overrides)
     train_split, val_split = data.load_split(data_dir, "train"), data.load_split(data_dir, "val")
     test = data.load_split(data_dir, "test")
     with tempfile.TemporaryDirectory() as tmp:
         result = training.train(model_params, train_params, train_split, val_split, Path(tmp), verbose=2)
     proba = evaluation.predict_proba(result.model, test.x)
     metrics = evaluation.evaluate_probabilities(test.y, proba).metrics
-    result_path.write_text(
-        json.dumps(
-            {
-                "preset": preset,
-                "test_accuracy": metrics["test_accuracy"],
-                "test_loss": metrics["test_loss"],
-                "train_seconds": result.seconds,
-                "images_per_second": result.images_per_second,
-                "epochs": len(result.history),
-                "best_epoch": result.best_epoch,
-                "best_val_accuracy": result.best["val_accuracy"],
-                "params": {"model": to_dict(model_params), "train": to_dict(train_params)},
-                "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            }
-        )
-    )
+    row = {
+        "name": name,
+        "test_accuracy": metrics["test_accuracy"],
+        "test_loss": metrics["test_loss"],
+        "train_seconds": result.seconds,
+        "images_per_second": result.images_per_second,
+        "epoch_seconds": sorted(r["seconds"] for r in result.history)[len(result.history) // 2],  # the median
+        "epochs": len(result.history),
+        "best_val_accuracy": result.best["val_accuracy"],
+        "parameters": result.model.count_params(),
+        "latency_ms": latency_ms(result.model, calls=200),
+        "params": {"model": to_dict(model_params), "train": to_dict(train_params)},
+    }
+    if usps_dir:
+        network, record, _ = training.calibrate(result.model, val_split, load_params(ROOT / "params.yaml").calibration)
+        ink, labels = usps.load(Path(usps_dir) / f"{usps.TEST}.gz")
+        real = evaluation.real_digits(network, usps.prepared(ink, labels), record, bins=15)
+        row.update({k: v for k, v in real.metrics.items() if k.startswith("usps_accuracy")})
+    row["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result_path.write_text(json.dumps(row))
 
 
-def plot(rows: list[dict], path: Path) -> None:
+def plot(rows: list[dict], front: list[dict], path: Path) -> None:
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(6, 4), layout="constrained")
+    fig = Figure(figsize=(7, 4.5), layout="constrained")
     ax = fig.subplots()
+    by_name: dict[str, list[dict]] = {}
     for r in rows:
-        ax.scatter(r["train_seconds"], 100 * r["test_accuracy"], s=40)
-        ax.annotate(
-            r["preset"], (r["train_seconds"], 100 * r["test_accuracy"]), textcoords="offset points", xytext=(5, 5)
-        )
-    ax.set_xlabel("training seconds (2-core CPU)")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title("Presets: accuracy versus training time")
+        if not r["name"].startswith("trial "):
+            by_name.setdefault(r["name"], []).append(r)
+    for name, same in by_name.items():  # one point per preset: the seed runs many times
+        x = sum(r["train_seconds"] for r in same) / len(same)
+        y = 100 * sum(r["test_accuracy"] for r in same) / len(same)
+        ax.scatter(x, y, s=40, color="tab:blue")
+        label = name if len(same) == 1 else f"{name} (mean of {len(same)})"
+        ax.annotate(label, (x, y), textcoords="offset points", xytext=(5, 5))
+    trained = sorted((r for r in rows if r["name"].startswith("trial ")), key=lambda r: r["train_seconds"])
+    if trained:
+        xs, ys = [r["train_seconds"] for r in trained], [100 * r["test_accuracy"] for r in trained]
+        ax.plot(xs, ys, "o--", color="tab:orange", label="study front, trained on full MNIST")
+        for r in trained:
+            ax.annotate(r["name"], (r["train_seconds"], 100 * r["test_accuracy"]), textcoords="offset points",
+                        xytext=(5, -12), color="tab:orange")  # fmt: skip
+    if front and not trained:
+        ax.text(0.02, 0.02, f"study front: {len(front)} trials (see results.json)", transform=ax.transAxes)
+    ax.set_xlabel(f"training seconds ({cpu_name()}, {os.cpu_count()} CPUs)")
+    ax.set_ylabel("MNIST test accuracy (%)")
+    ax.set_title("Accuracy versus training time")
     ax.grid(alpha=0.3)
+    if trained:
+        ax.legend(loc="lower right")
     fig.savefig(path, dpi=120)
+
+
+def _order(presets: list[str]) -> list[str]:
+    """The seed around every other preset: seed, A, seed, B, seed."""
+    order = [SEED]
+    for name in presets:
+        if name != SEED:
+            order += [name, SEED]
+    return order
+
+
+def _run(name: str, data_dir: Path, work: Path, out: Path, overrides: list[str], values=None, usps=None) -> dict:
+    label = name.replace(" ", "-")
+    result = work / f"{label}-{time.monotonic_ns()}.json"
+    extra = [f"--set={o}" for o in overrides]
+    cmd = [sys.executable, __file__, *extra, "--worker", name, str(data_dir), str(result)]
+    if values is not None:
+        cmd += ["--values", json.dumps(values)]
+    if usps:
+        cmd += ["--usps", str(usps)]
+    with open(out / f"{label}.log", "a") as log:
+        subprocess.run(
+            cmd, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, stdout=log, stderr=subprocess.STDOUT, check=True
+        )
+    return json.loads(result.read_text())
+
+
+def _ratios(runs: list[dict]) -> None:
+    """Each non-seed run's time over the mean of the seed runs just before and after it: wall time
+    (`x_seed`), and median epoch x epochs (`x_seed_epochs`, deaf to a burst of load on the machine)."""
+    for i, r in enumerate(runs):
+        around = [runs[j] for j in (i - 1, i + 1) if 0 <= j < len(runs) and runs[j]["name"] == SEED]
+        if not around or r["name"] == SEED:
+            r["x_seed"] = r["x_seed_epochs"] = None
+            continue
+        r["x_seed"] = r["train_seconds"] / (sum(s["train_seconds"] for s in around) / len(around))
+        typical = sum(s["epoch_seconds"] * s["epochs"] for s in around) / len(around)
+        r["x_seed_epochs"] = r["epoch_seconds"] * r["epochs"] / typical
+
+
+def table(rows: list[dict]) -> str:
+    usps = any("usps_accuracy" in r for r in rows)
+    head = (
+        f"{'run':<14}{'test acc':>9}{'train s':>9}{'x seed':>8}{'epoch s':>9}{'x seed':>8}{'img/s':>8}{'epochs':>7}"
+        f"{'params':>9}{'1-img ms':>9}"
+    )
+    lines = [head + ("   USPS" if usps else ""), f"{'':<27}(wall time){'':<5}(median epoch)"]
+    for r in rows:
+        base = "base" if r["name"] == SEED else "-"
+        wall = f"{r['x_seed']:.2f}" if r.get("x_seed") else base
+        typical = f"{r['x_seed_epochs']:.2f}" if r.get("x_seed_epochs") else base
+        line = (
+            f"{r['name']:<14}{100 * r['test_accuracy']:>8.2f}%{r['train_seconds']:>9.1f}{wall:>8}{r['epoch_seconds']:>9.1f}"
+            f"{typical:>8}{r['images_per_second']:>8.0f}{r['epochs']:>7}{r['parameters']:>9,}{r['latency_ms']:>9.2f}"
+        )
+        lines.append(line + (f"  {100 * r['usps_accuracy']:.2f}%" if "usps_accuracy" in r else ""))
+    return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--presets", nargs="+", default=["seed", "fast", "accurate"])
+    parser.add_argument(
+        "--presets", nargs="+", default=["fast", "accurate"], help="besides the seed (it runs around each)"
+    )
     add_mirror_option(parser, usps=False)
-    parser.add_argument("--out", type=Path, default=None, help="folder for results.json and the plot")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], help="override applied to every preset")
-    parser.add_argument("--worker", nargs=3, metavar=("PRESET", "DATA_DIR", "RESULT"), help=argparse.SUPPRESS)
+    parser.add_argument("--usps", default=os.environ.get("USPS_MIRROR"), help="USPS folder: adds USPS accuracy")
+    parser.add_argument("--front", type=Path, help="a multi-objective study's best params file")
+    parser.add_argument("--retrain-front", action="store_true", help="train each front trial on full MNIST too")
+    parser.add_argument("--out", type=Path, default=None, help="folder for results.json, logs and the plot")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="override applied to every run")
+    parser.add_argument("--worker", nargs=3, metavar=("NAME", "DATA_DIR", "RESULT"), help=argparse.SUPPRESS)
+    parser.add_argument("--values", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        worker(args.worker[0], Path(args.worker[1]), Path(args.worker[2]), args.overrides)
+        values = json.loads(args.values) if args.values else None
+        worker(args.worker[0], Path(args.worker[1]), Path(args.worker[2]), args.overrides, values, args.usps)
         return
 
-    out = args.out or Path(tempfile.mkdtemp(prefix="mnist-presets-"))
+    front = []
+    if args.front:
+        from mnist_cnn.schema import read_yaml
+
+        front = read_yaml(args.front, what="best params file").get("front") or []
+        if not front:
+            parser.error(f"{args.front} has no front: it is a single-objective study's")
+    out = args.out or Path(tempfile.mkdtemp(prefix="mnist-frontier-"))
     out.mkdir(parents=True, exist_ok=True)
+    print(f"{cpu_name()}, {os.cpu_count()} CPUs; logs in {out}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = prepare_data(str(Path(args.mirror).resolve()), Path(tmp))
-        rows = []
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-        for preset in args.presets:
-            result = Path(tmp) / f"{preset}.json"
-            extra = [f"--set={o}" for o in args.overrides]
-            start = time.perf_counter()
-            cmd = [sys.executable, __file__, *extra, "--worker", preset, str(data_dir), str(result)]
-            with open(out / f"{preset}.log", "w") as log:
-                subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, check=True)
-            row = json.loads(result.read_text())
-            row["process_seconds"] = time.perf_counter() - start
-            rows.append(row)
-            print(f"{preset}: test_accuracy {row['test_accuracy']:.4f} in {row['train_seconds']:.0f}s", flush=True)
-    base = next((r["train_seconds"] for r in rows if r["preset"] == "seed"), None)
-    print(
-        f"\n{'preset':<10}{'test acc':>9}{'test loss':>10}{'train s':>9}{'x seed':>8}{'img/s':>8}{'epochs':>7}{'peak RSS':>10}"
-    )
-    for r in rows:
-        ratio = f"{r['train_seconds'] / base:.2f}" if base else "-"
-        print(
-            f"{r['preset']:<10}{100 * r['test_accuracy']:>8.2f}%{r['test_loss']:>10.4f}{r['train_seconds']:>9.1f}"
-            f"{ratio:>8}{r['images_per_second']:>8.0f}{r['epochs']:>7}{r['peak_rss_mib']:>7.0f} MiB"
-        )
-    (out / "results.json").write_text(json.dumps(rows, indent=2))
-    plot(rows, out / "accuracy_vs_time.png")
+        runs = []
+        for name in _order(args.presets):
+            runs.append(_run(name, data_dir, Path(tmp), out, args.overrides, usps=args.usps))
+            r = runs[-1]
+            print(f"{name}: test_accuracy {r['test_accuracy']:.4f} in {r['train_seconds']:.0f}s", flush=True)
+        if args.retrain_front:
+            for entry in front:  # the seed after each, as after every preset
+                name = f"trial {entry['trial']}"
+                runs.append(_run(name, data_dir, Path(tmp), out, args.overrides, entry["params"], args.usps))
+                print(f"{name}: test_accuracy {runs[-1]['test_accuracy']:.4f}", flush=True)
+                runs.append(_run(SEED, data_dir, Path(tmp), out, args.overrides, usps=args.usps))
+                print(f"{SEED}: test_accuracy {runs[-1]['test_accuracy']:.4f}", flush=True)
+        _ratios(runs)
+    seeds = [r["train_seconds"] for r in runs if r["name"] == SEED]
+    print(f"\nseed preset: {len(seeds)} runs, {', '.join(f'{s:.1f}' for s in seeds)} s")
+    print(table(runs))
+    if front:
+        names = [k for k in front[0] if k not in ("trial", "params")]
+        print(f"\nstudy front ({args.front}; validation accuracy and costs as the study measured them)")
+        print(f"{'trial':>6}" + "".join(f"{n:>16}" for n in names))
+        for entry in front:
+            print(f"{entry['trial']:>6}" + "".join(f"{entry[n]:>16.4g}" for n in names))
+    (out / "results.json").write_text(json.dumps({"cpu": cpu_name(), "runs": runs, "front": front}, indent=2))
+    plot(runs, front, out / "accuracy_vs_time.png")
     print(f"\nresults and plot: {out}")
 
 

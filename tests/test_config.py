@@ -51,8 +51,9 @@ def test_repository_params_yaml_loads_with_expected_values():
     assert params.model.filters == (32, 64)
     assert params.model.dense_units == (128,)
     assert params.model.padding == "valid"
-    # the default is the `accurate` preset
-    assert params.model.batch_norm is True and params.model.convs_per_block == 2
+    # the default is the `accurate` preset: two convs per block, no batch norm, bfloat16 where native
+    assert params.model.batch_norm is False and params.model.convs_per_block == 2
+    assert params.train.mixed_precision == "auto"
     assert params.train.optimizer == "adamw"
     assert params.train.epochs == 12
     assert params.train.schedule.name == "onecycle"
@@ -350,7 +351,7 @@ def test_load_params_applies_overrides(raw):
 
 def test_flatten_gives_dotted_keys_and_list_strings():
     flat = flatten(load_params(PARAMS))
-    assert flat["train.learning_rate"] == 0.003
+    assert flat["train.learning_rate"] == 0.002
     assert flat["train.schedule.name"] == "onecycle"
     assert flat["model.augment.rotation_deg"] == 8.0
     assert flat["model.filters"] == "[32, 64]"

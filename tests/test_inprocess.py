@@ -59,7 +59,9 @@ def test_preset_lists_then_applies_keeping_params_yaml_comments(project, capsys)
     assert main("preset", "seed") == 0
     assert "preset seed applied" in capsys.readouterr().out
     text = (project / "params.yaml").read_text()
-    assert "# The single source of truth" in text and read_yaml(project / "params.yaml")["model"]["batch_norm"] is False
+    assert (
+        "# The single source of truth" in text and read_yaml(project / "params.yaml")["model"]["convs_per_block"] == 1
+    )
     assert main("preset", "seed") == 0 and "already matches" in capsys.readouterr().out
 
 

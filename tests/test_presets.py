@@ -39,6 +39,14 @@ def test_seed_preset_is_the_seeds_cnn_and_training():
     assert train.schedule.name == "constant"
 
 
+def test_params_yaml_holds_the_default_preset_and_fast_stays_the_seeds_network():
+    assert presets.describe(config.load_params(ROOT / "params.yaml"), ROOT / "presets") == "preset accurate"
+    seed_model, seed_train = presets.load("seed", directory=ROOT / "presets")
+    fast_model, fast_train = presets.load("fast", directory=ROOT / "presets")
+    assert (fast_model.filters, fast_model.convs_per_block) == (seed_model.filters, seed_model.convs_per_block)
+    assert fast_train.epochs * 2 < seed_train.epochs
+
+
 def contains(full: dict, partial: dict) -> bool:
     return all(contains(full[k], v) if isinstance(v, dict) else full[k] == v for k, v in partial.items())
 
