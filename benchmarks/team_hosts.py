@@ -126,8 +126,11 @@ def main() -> None:
     parser.add_argument("--heartbeat", type=float, default=30, help="tune.heartbeat_s (default: params.yaml's 30)")
     args = parser.parse_args()
     from helpers import clean_env
+    from pipeline import copy_project
 
-    report(measure(ROOT, args.data_dir.resolve(), args.trials, args.heartbeat, clean_env()), args.heartbeat)
+    project = Path(tempfile.mkdtemp(prefix="mnist-team-hosts-project-"))
+    copy_project(project)  # the tuning runs write their reports into the clone, not into this checkout
+    report(measure(project, args.data_dir.resolve(), args.trials, args.heartbeat, clean_env()), args.heartbeat)
 
 
 def report(results: dict, heartbeat_s: float) -> None:
