@@ -1,5 +1,6 @@
 """`mnist-cnn export --format tflite`: the TFLite model scores like the Keras network, also when
-the network has augmentation layers, and it comes from a `.keras` file or an MLflow model URI."""
+the network carries Keras augmentation layers (as networks trained before augmentation moved out
+of the model do), and it comes from a `.keras` file or an MLflow model URI."""
 
 from __future__ import annotations
 
@@ -18,9 +19,20 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def augmented(tmp_path_factory):
-    """A model with RandomRotation/RandomZoom/RandomTranslation layers, logged to a store."""
+    """A network trained with augmentation, behind Keras' RandomRotation, RandomZoom and
+    RandomTranslation layers as older networks carry them; logged to a store."""
+    import keras
+
+    from mnist_runtime.network import load_network
+
     work = tmp_path_factory.mktemp("export")
-    keras_path = tiny_model.train(work / "aug.keras", augment=True)
+    network = load_network(str(tiny_model.train(work / "bare.keras", augment=True)))
+    inputs = keras.Input((28, 28, 1))
+    x = keras.layers.RandomRotation(8 / 360, fill_mode="constant", seed=1)(inputs)
+    x = keras.layers.RandomZoom(0.08, fill_mode="constant", seed=2)(x)
+    x = keras.layers.RandomTranslation(0.08, 0.08, fill_mode="constant", seed=3)(x)
+    keras_path = work / "aug.keras"
+    keras.Model(inputs, network(x)).save(keras_path)
     store = work / "store"
     return keras_path, tiny_model.log(keras_path, store), store
 

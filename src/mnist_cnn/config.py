@@ -87,7 +87,7 @@ class DataParams(Section):
 
 
 class AugmentParams(Section):
-    """Random training-only transforms, as Keras layers inside the model (inactive at inference)."""
+    """Random transforms of the training images (`augmentation.RandomAffine`); not part of the saved model."""
 
     key: ClassVar[str] = "model.augment"
     rotation_deg: Annotated[Float, interval("[0, 45]")]

@@ -1,9 +1,10 @@
 """TFLite export of the Keras network inside a registered model (for mobile and edge devices).
 
 The TFLite model takes what the Keras network takes: float32 pixels 0-255 of shape
-(N, 28, 28, 1) (rescaling is a layer of the model; training-only augmentation layers are
-identity at inference and convert as such), and returns (N, 10) probabilities. Real images go
-through `mnist_runtime.images.prepare` first, as for the served model.
+(N, 28, 28, 1) (rescaling is a layer of the model; the Keras augmentation layers that older
+networks carry are identity at inference and convert as such), and returns (N, 10)
+probabilities. Real images go through `mnist_runtime.images.prepare` first, as for the served
+model.
 """
 
 from __future__ import annotations

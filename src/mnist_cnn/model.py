@@ -1,6 +1,7 @@
-"""The CNN, built from ModelParams. Input is raw 0-255 pixels (N, 28, 28, 1); scaling and
-training-only augmentation are layers of the model, so the saved `.keras` file needs no extra
-code and loads in safe mode. The last Dense layer gives the logits, a softmax the probabilities."""
+"""The CNN, built from ModelParams. Input is raw 0-255 pixels (N, 28, 28, 1); scaling is a layer of
+the model, so the saved `.keras` file needs no extra code and loads in safe mode. Augmentation is
+not part of it: training puts it in front (`augmentation.for_training`). The last Dense layer
+gives the logits, a softmax the probabilities."""
 
 from __future__ import annotations
 
@@ -15,13 +16,6 @@ INPUT_SHAPE = (28, 28, 1)
 def build_model(params: ModelParams, seed: int = 42) -> keras.Model:
     inputs = keras.Input(shape=INPUT_SHAPE, name="pixels")
     x = layers.Rescaling(1.0 / 255.0, name="scale")(inputs)
-    aug = params.augment
-    if aug.rotation_deg:
-        x = layers.RandomRotation(aug.rotation_deg / 360.0, fill_mode="constant", seed=seed, name="aug_rotate")(x)
-    if aug.zoom:
-        x = layers.RandomZoom(aug.zoom, fill_mode="constant", seed=seed + 1, name="aug_zoom")(x)
-    if aug.shift:
-        x = layers.RandomTranslation(aug.shift, aug.shift, fill_mode="constant", seed=seed + 2, name="aug_shift")(x)
 
     for b, (filters, convs) in enumerate(zip(params.filters, params.block_convs(), strict=True), start=1):
         for c in range(1, convs + 1):

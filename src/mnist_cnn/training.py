@@ -16,6 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from mnist_cnn import augmentation
 from mnist_cnn.config import CalibrationParams, ModelParams, TrainParams
 from mnist_cnn.data import Split
 from mnist_cnn.model import build_model
@@ -230,9 +231,10 @@ def train(
     make_deterministic(params.seed)
     mixed = use_mixed_precision(params.mixed_precision)
     model = build_model(model_params, seed=params.seed)
+    fitted = augmentation.for_training(model, model_params.augment, params.seed)
     train_split = with_nondigits(train_split, params.nondigits, params.seed)
     steps = math.ceil(len(train_split) / params.batch_size)
-    compile_model(model, params, steps)
+    compile_model(fitted, params, steps)
 
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -287,7 +289,7 @@ def train(
     x_train = train_split.x[..., None]
     x_val = val_split.x[..., None]
     start = time.perf_counter()
-    model.fit(
+    fitted.fit(
         x_train,
         encode_labels(train_split.y, params),
         validation_data=(x_val, encode_labels(val_split.y, params)),
@@ -299,7 +301,7 @@ def train(
     )
     seconds = time.perf_counter() - start
     if best_path.exists():
-        model.load_weights(str(best_path))
+        fitted.load_weights(str(best_path))
         best_path.unlink()
     if mixed:
         model = in_float32(model, model_params, params.seed)
