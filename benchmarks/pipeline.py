@@ -54,28 +54,6 @@ def mirror_env(args: argparse.Namespace) -> dict[str, str]:
     return env
 
 
-def copy_project(dest: Path) -> None:
-    files = (
-        subprocess.run(
-            ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-            cwd=ROOT,
-            capture_output=True,
-            check=True,
-        )
-        .stdout.decode()
-        .split("\0")
-    )
-    for rel in filter(None, files):
-        src = ROOT / rel
-        if src.is_file():
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / rel)
-    git = ["git", "-c", "user.name=bench", "-c", "user.email=bench@localhost"]
-    subprocess.run(git + ["init", "-q"], cwd=dest, check=True)
-    subprocess.run(git + ["add", "-A"], cwd=dest, check=True)
-    subprocess.run(git + ["commit", "-qm", "benchmark snapshot"], cwd=dest, check=True)
-
-
 def timed(cmd: list[str], cwd: Path, env: dict[str, str], log) -> tuple[float, float]:
     """Wall seconds and peak RSS (MiB) of the largest process in the command's tree."""
     start = time.perf_counter()
@@ -97,6 +75,9 @@ def main() -> None:
 
     work = args.keep or Path(tempfile.mkdtemp(prefix="mnist-bench-"))
     work.mkdir(parents=True, exist_ok=True)
+    sys.path.insert(0, str(ROOT / "tests"))
+    from helpers import copy_project
+
     copy_project(work)
     if args.overrides:
         sys.path.insert(0, str(ROOT / "src"))

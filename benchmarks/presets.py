@@ -133,12 +133,13 @@ def plot(rows: list[dict], front: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
-def _order(presets: list[str]) -> list[str]:
-    """The seed around every other preset: seed, A, seed, B, seed."""
-    order = [SEED]
-    for name in presets:
-        if name != SEED:
-            order += [name, SEED]
+def _order(jobs: list[tuple[str, dict | None]]) -> list[tuple[str, dict | None]]:
+    """The seed around every other run: seed, A, seed, B, seed. A job is (name, a front trial's
+    values or None for a preset)."""
+    order = [(SEED, None)]
+    for job in jobs:
+        if job[0] != SEED:
+            order += [job, (SEED, None)]
     return order
 
 
@@ -221,18 +222,14 @@ def main() -> None:
     print(f"{cpu_name()}, {os.cpu_count()} CPUs; logs in {out}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = prepare_data(str(Path(args.mirror).resolve()), Path(tmp))
+        jobs = [(name, None) for name in args.presets]
+        if args.retrain_front:
+            jobs += [(f"trial {entry['trial']}", entry["params"]) for entry in front]
         runs = []
-        for name in _order(args.presets):
-            runs.append(_run(name, data_dir, Path(tmp), out, args.overrides, usps=args.usps))
+        for name, values in _order(jobs):
+            runs.append(_run(name, data_dir, Path(tmp), out, args.overrides, values, args.usps))
             r = runs[-1]
             print(f"{name}: test_accuracy {r['test_accuracy']:.4f} in {r['train_seconds']:.0f}s", flush=True)
-        if args.retrain_front:
-            for entry in front:  # the seed after each, as after every preset
-                name = f"trial {entry['trial']}"
-                runs.append(_run(name, data_dir, Path(tmp), out, args.overrides, entry["params"], args.usps))
-                print(f"{name}: test_accuracy {runs[-1]['test_accuracy']:.4f}", flush=True)
-                runs.append(_run(SEED, data_dir, Path(tmp), out, args.overrides, usps=args.usps))
-                print(f"{SEED}: test_accuracy {runs[-1]['test_accuracy']:.4f}", flush=True)
         _ratios(runs)
     seeds = [r["train_seconds"] for r in runs if r["name"] == SEED]
     print(f"\nseed preset: {len(seeds)} runs, {', '.join(f'{s:.1f}' for s in seeds)} s")

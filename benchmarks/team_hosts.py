@@ -125,8 +125,7 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=6)
     parser.add_argument("--heartbeat", type=float, default=30, help="tune.heartbeat_s (default: params.yaml's 30)")
     args = parser.parse_args()
-    from helpers import clean_env
-    from pipeline import copy_project
+    from helpers import clean_env, copy_project
 
     project = Path(tempfile.mkdtemp(prefix="mnist-team-hosts-project-"))
     copy_project(project)  # the tuning runs write their reports into the clone, not into this checkout
