@@ -6,7 +6,9 @@ The seed preset runs before and after every other preset (seed, fast, seed, accu
 so each ratio to the seed divides by the mean of the two seed runs around it, measured in the same
 run. For every run: test accuracy, training seconds, that ratio, the fit's images/s (per-epoch
 throughput), epochs, parameters, the serving latency of one image (median ms, the saved float32
-network) and peak RSS; with --usps, USPS accuracy over the evaluate stage's six renderings.
+network) and peak RSS. With --usps, what the evaluate stage measures of honesty, the network
+calibrated on the validation split: USPS accuracy over its six renderings, and the share of USPS
+digits and of held-out generated non-digits answered "not sure".
 
 `--front tuning/best_params.yaml` adds a multi-objective study's front: listed as the study
 measured it, and with --retrain-front each front trial's values are applied to params.yaml (as
@@ -66,7 +68,7 @@ def worker(name: str, data_dir: Path, result_path: Path, overrides: list[str], v
     """Train one preset (or front trial); write its figures as JSON."""
     import resource
 
-    from mnist_cnn import data, evaluation, training, usps
+    from mnist_cnn import data, evaluation, nondigits, training, usps
     from mnist_cnn.config import load_params
     from mnist_cnn.schema import to_dict
     from mnist_cnn.tuning.objectives import latency_ms
@@ -95,7 +97,15 @@ def worker(name: str, data_dir: Path, result_path: Path, overrides: list[str], v
         network, record, _ = training.calibrate(result.model, val_split, load_params(ROOT / "params.yaml").calibration)
         ink, labels = usps.load(Path(usps_dir) / f"{usps.TEST}.gz")
         real = evaluation.real_digits(network, usps.prepared(ink, labels), record, bins=15)
-        row.update({k: v for k, v in real.metrics.items() if k.startswith("usps_accuracy")})
+        row.update(
+            {
+                k: v
+                for k, v in real.metrics.items()
+                if k.startswith("usps_accuracy") or k in ("usps_ece", "usps_not_sure")
+            }
+        )
+        held_out = nondigits.generate(2000, nondigits.HELD_OUT_SEED, "test")  # as the evaluate stage
+        row.update(evaluation.nondigit_metrics(network, held_out, record))
     row["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     result_path.write_text(json.dumps(row))
 
@@ -178,7 +188,10 @@ def table(rows: list[dict]) -> str:
         f"{'run':<14}{'test acc':>9}{'train s':>9}{'x seed':>8}{'epoch s':>9}{'x seed':>8}{'img/s':>8}{'epochs':>7}"
         f"{'params':>9}{'1-img ms':>9}"
     )
-    lines = [head + ("   USPS" if usps else ""), f"{'':<27}(wall time){'':<5}(median epoch)"]
+    lines = [
+        head + ("   USPS  not sure: USPS, non-digits" if usps else ""),
+        f"{'':<27}(wall time){'':<5}(median epoch)",
+    ]
     for r in rows:
         base = "base" if r["name"] == SEED else "-"
         wall = f"{r['x_seed']:.2f}" if r.get("x_seed") else base
@@ -187,7 +200,9 @@ def table(rows: list[dict]) -> str:
             f"{r['name']:<14}{100 * r['test_accuracy']:>8.2f}%{r['train_seconds']:>9.1f}{wall:>8}{r['epoch_seconds']:>9.1f}"
             f"{typical:>8}{r['images_per_second']:>8.0f}{r['epochs']:>7}{r['parameters']:>9,}{r['latency_ms']:>9.2f}"
         )
-        lines.append(line + (f"  {100 * r['usps_accuracy']:.2f}%" if "usps_accuracy" in r else ""))
+        if "usps_accuracy" in r:
+            line += f"  {r['usps_accuracy']:.2%}  {r['usps_not_sure']:>15.2%}  {r['nondigits_not_sure']:>10.2%}"
+        lines.append(line)
     return "\n".join(lines)
 
 

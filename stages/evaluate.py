@@ -22,9 +22,6 @@ PATHS = {
 }
 
 
-NONDIGIT_SEED = 2024  # of the held-out non-digit set (its own fonts and shapes too); training draws with train.seed
-
-
 def main() -> None:
     args = stage_parser(__doc__, PATHS).parse_args()
     import keras  # TensorFlow, loaded quietly by run_main first
@@ -46,7 +43,7 @@ def main() -> None:
     real = evaluation.real_digits(model, usps.prepared(ink, labels), record, bins, batch, params.evaluate.worst)
     result.metrics.update(real.metrics)
     if params.evaluate.nondigits:
-        held_out = nondigits.generate(params.evaluate.nondigits, NONDIGIT_SEED, "test")
+        held_out = nondigits.generate(params.evaluate.nondigits, nondigits.HELD_OUT_SEED, "test")
         result.metrics.update(evaluation.nondigit_metrics(model, held_out, record, batch))
 
     root = config.project_root()

@@ -19,6 +19,7 @@ from mnist_runtime import images, paper
 
 KINDS = ("letters", "symbols", "shapes", "scribbles", "noise", "textures")
 SPLITS = ("train", "test")
+HELD_OUT_SEED = 2024  # of the evaluation set (its own fonts and shapes too); training draws with train.seed
 
 _DEJAVU = (
     "Sans",
