@@ -12,7 +12,6 @@ from keras import layers, ops
 from mnist_cnn.config import AugmentParams
 
 
-@keras.saving.register_keras_serializable(package="mnist_cnn")
 class RandomAffine(layers.Layer):
     """Rotates by up to ±`rotation_deg` about the image centre, scales the sampled area by 1 ± `zoom`
     and shifts by up to ±`shift` of the image size, each drawn uniformly per image; pixels from
