@@ -134,6 +134,7 @@ def plot(rows: list[dict], front: list[dict], path: Path) -> None:
                         xytext=(5, -12), color="tab:orange")  # fmt: skip
     if front and not trained:
         ax.text(0.02, 0.02, f"study front: {len(front)} trials (see results.json)", transform=ax.transAxes)
+    ax.margins(x=0.15, y=0.1)  # room for the labels beside the points at the edges
     ax.set_xlabel(f"training seconds ({cpu_name()}, {os.cpu_count()} CPUs)")
     ax.set_ylabel("MNIST test accuracy (%)")
     ax.set_title("Accuracy versus training time")
