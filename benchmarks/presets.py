@@ -94,9 +94,10 @@ def worker(name: str, data_dir: Path, result_path: Path, overrides: list[str], v
         "params": {"model": to_dict(model_params), "train": to_dict(train_params)},
     }
     if usps_dir:
-        network, record, _ = training.calibrate(result.model, val_split, load_params(ROOT / "params.yaml").calibration)
+        params = load_params(ROOT / "params.yaml")  # calibration and evaluate: as the pipeline measures
+        network, record, _ = training.calibrate(result.model, val_split, params.calibration)
         ink, labels = usps.load(Path(usps_dir) / f"{usps.TEST}.gz")
-        real = evaluation.real_digits(network, usps.prepared(ink, labels), record, bins=15)
+        real = evaluation.real_digits(network, usps.prepared(ink, labels), record, bins=params.calibration.bins)
         row.update(
             {
                 k: v
@@ -104,7 +105,7 @@ def worker(name: str, data_dir: Path, result_path: Path, overrides: list[str], v
                 if k.startswith("usps_accuracy") or k in ("usps_ece", "usps_not_sure")
             }
         )
-        held_out = nondigits.generate(2000, nondigits.HELD_OUT_SEED, "test")  # as the evaluate stage
+        held_out = nondigits.generate(params.evaluate.nondigits, nondigits.HELD_OUT_SEED, "test")
         row.update(evaluation.nondigit_metrics(network, held_out, record))
     row["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     result_path.write_text(json.dumps(row))
