@@ -20,6 +20,15 @@ def subset_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_splits(subset_dir):
+    """Train and validation splits of the subset's first 300 training digits: a fit in seconds."""
+    from mnist_cnn import data
+
+    whole = data.load_idx_pair(subset_dir, "train")
+    return data.stratified_split(data.Split(whole.x[:300], whole.y[:300]), 0.1, seed=0)
+
+
+@pytest.fixture(scope="session")
 def usps_subset_dir(tmp_path_factory) -> Path:
     """zip.train.gz and zip.test.gz made from the MNIST subset (tests/usps_fixture.py), and their
     SHA256SUMS (of the decompressed content)."""

@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import pytest
 
-from mnist_cnn import augmentation, data, training
+from mnist_cnn import augmentation, training
 from mnist_cnn.augmentation import RandomAffine
 from mnist_cnn.config import AugmentParams
 from mnist_cnn.schema import replace
@@ -96,9 +96,8 @@ def test_no_augmentation_no_wrapper():
     assert wrapped is not network and wrapped.count_params() == network.count_params()
 
 
-def test_training_augments_but_returns_the_bare_network(subset_dir, tmp_path):
-    whole = data.load_idx_pair(subset_dir, "train")
-    train_split, val_split = data.stratified_split(data.Split(whole.x[:300], whole.y[:300]), 0.1, seed=0)
+def test_training_augments_but_returns_the_bare_network(tiny_splits, tmp_path):
+    train_split, val_split = tiny_splits
     model_params = seed_model(
         filters=(4,), dense_units=(8,), augment=AugmentParams(rotation_deg=8, shift=0.08, zoom=0.08)
     )

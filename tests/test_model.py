@@ -9,7 +9,7 @@ keras = pytest.importorskip("keras")
 
 from pathlib import Path  # noqa: E402
 
-from mnist_cnn import data, presets, training  # noqa: E402
+from mnist_cnn import presets, training  # noqa: E402
 from mnist_cnn.config import AugmentParams  # noqa: E402
 from mnist_cnn.errors import ConfigError  # noqa: E402
 from mnist_cnn.model import build_model  # noqa: E402
@@ -105,13 +105,6 @@ def test_convs_per_block_may_differ_between_blocks():
 
 
 # --- determinism ----------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def tiny_splits(subset_dir):
-    whole = data.load_idx_pair(subset_dir, "train")
-    small = data.Split(whole.x[:300], whole.y[:300])
-    return data.stratified_split(small, 0.1, seed=0)
 
 
 def train_once(tiny_splits, work_dir, seed: int):
