@@ -88,6 +88,7 @@ def worker(name: str, data_dir: Path, result_path: Path, overrides: list[str], v
         "images_per_second": result.images_per_second,
         "epoch_seconds": sorted(r["seconds"] for r in result.history)[len(result.history) // 2],  # the median
         "epochs": len(result.history),
+        "train_seed": train_params.seed,
         "best_val_accuracy": result.best["val_accuracy"],
         "parameters": result.model.count_params(),
         "latency_ms": latency_ms(result.model, calls=200),
@@ -145,20 +146,23 @@ def plot(rows: list[dict], front: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
-def _order(jobs: list[tuple[str, dict | None]]) -> list[tuple[str, dict | None]]:
-    """The seed around every other run: seed, A, seed, B, seed. A job is (name, a front trial's
-    values or None for a preset)."""
-    order = [(SEED, None)]
+Job = tuple[str, dict | None, int | None]  # name, a front trial's values (None: a preset), train.seed (None: its own)
+
+
+def _order(jobs: list[Job]) -> list[Job]:
+    """The seed around every other run: seed, A, seed, B, seed."""
+    order: list[Job] = [(SEED, None, None)]
     for job in jobs:
         if job[0] != SEED:
-            order += [job, (SEED, None)]
+            order += [job, (SEED, None, None)]
     return order
 
 
-def _run(name: str, data_dir: Path, work: Path, out: Path, overrides: list[str], values=None, usps=None) -> dict:
+def _run(job: Job, data_dir: Path, work: Path, out: Path, overrides: list[str], usps=None) -> dict:
+    name, values, seed = job
     label = name.replace(" ", "-")
     result = work / f"{label}-{time.monotonic_ns()}.json"
-    extra = [f"--set={o}" for o in overrides]
+    extra = [f"--set={o}" for o in [*overrides, *([f"train.seed={seed}"] if seed is not None else [])]]
     cmd = [sys.executable, __file__, *extra, "--worker", name, str(data_dir), str(result)]
     if values is not None:
         cmd += ["--values", json.dumps(values)]
@@ -187,24 +191,36 @@ def _ratios(runs: list[dict]) -> None:
 def table(rows: list[dict]) -> str:
     usps = any("usps_accuracy" in r for r in rows)
     head = (
-        f"{'run':<14}{'test acc':>9}{'train s':>9}{'x seed':>8}{'epoch s':>9}{'x seed':>8}{'img/s':>8}{'epochs':>7}"
+        f"{'run':<14}{'seed':>5}{'test acc':>9}{'train s':>9}{'x seed':>8}{'epoch s':>9}{'x seed':>8}{'img/s':>8}{'epochs':>7}"
         f"{'params':>9}{'1-img ms':>9}"
     )
     lines = [
         head + ("   USPS  not sure: USPS, non-digits" if usps else ""),
-        f"{'':<27}(wall time){'':<5}(median epoch)",
+        f"{'':<32}(wall time){'':<5}(median epoch)",
     ]
     for r in rows:
         base = "base" if r["name"] == SEED else "-"
         wall = f"{r['x_seed']:.2f}" if r.get("x_seed") else base
         typical = f"{r['x_seed_epochs']:.2f}" if r.get("x_seed_epochs") else base
         line = (
-            f"{r['name']:<14}{100 * r['test_accuracy']:>8.2f}%{r['train_seconds']:>9.1f}{wall:>8}{r['epoch_seconds']:>9.1f}"
+            f"{r['name']:<14}{r.get('train_seed', ''):>5}{100 * r['test_accuracy']:>8.2f}%"
+            f"{r['train_seconds']:>9.1f}{wall:>8}{r['epoch_seconds']:>9.1f}"
             f"{typical:>8}{r['images_per_second']:>8.0f}{r['epochs']:>7}{r['parameters']:>9,}{r['latency_ms']:>9.2f}"
         )
         if "usps_accuracy" in r:
             line += f"  {r['usps_accuracy']:.2%}  {r['usps_not_sure']:>15.2%}  {r['nondigits_not_sure']:>10.2%}"
         lines.append(line)
+    return "\n".join(lines)
+
+
+def spread(rows: list[dict]) -> str:
+    """Test accuracy over the training seeds of each preset trained with more than one."""
+    lines = []
+    for name in dict.fromkeys(r["name"] for r in rows if r["name"] != SEED):
+        acc = {r["train_seed"]: 100 * r["test_accuracy"] for r in rows if r["name"] == name}
+        if len(acc) > 1:
+            each = ", ".join(f"{a:.2f}% (seed {s})" for s, a in acc.items())
+            lines.append(f"{name}: mean {sum(acc.values()) / len(acc):.3f}% over {len(acc)} training seeds: {each}")
     return "\n".join(lines)
 
 
@@ -218,6 +234,9 @@ def main() -> None:
     parser.add_argument("--front", type=Path, help="a multi-objective study's best params file")
     parser.add_argument("--retrain-front", action="store_true", help="train each front trial on full MNIST too")
     parser.add_argument("--out", type=Path, default=None, help="folder for results.json, logs and the plot")
+    parser.add_argument(
+        "--seeds", nargs="+", type=int, default=[], help="more training seeds for each preset but the seed: its spread"
+    )
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="override applied to every run")
     parser.add_argument("--worker", nargs=3, metavar=("NAME", "DATA_DIR", "RESULT"), help=argparse.SUPPRESS)
     parser.add_argument("--values", help=argparse.SUPPRESS)
@@ -239,18 +258,21 @@ def main() -> None:
     print(f"{cpu_name()}, {os.cpu_count()} CPUs; logs in {out}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = prepare_data(str(Path(args.mirror).resolve()), Path(tmp))
-        jobs = [(name, None) for name in args.presets]
+        jobs: list[Job] = [(name, None, None) for name in args.presets]
+        jobs += [(name, None, seed) for seed in args.seeds for name in args.presets if name != SEED]
         if args.retrain_front:
-            jobs += [(f"trial {entry['trial']}", entry["params"]) for entry in front]
+            jobs += [(f"trial {entry['trial']}", entry["params"], None) for entry in front]
         runs = []
-        for name, values in _order(jobs):
-            runs.append(_run(name, data_dir, Path(tmp), out, args.overrides, values, args.usps))
+        for job in _order(jobs):
+            runs.append(_run(job, data_dir, Path(tmp), out, args.overrides, args.usps))
             r = runs[-1]
-            print(f"{name}: test_accuracy {r['test_accuracy']:.4f} in {r['train_seconds']:.0f}s", flush=True)
+            print(f"{job[0]} (train.seed {r['train_seed']}): test_accuracy {r['test_accuracy']:.4f} "
+                  f"in {r['train_seconds']:.0f}s", flush=True)  # fmt: skip
         _ratios(runs)
     seeds = [r["train_seconds"] for r in runs if r["name"] == SEED]
     print(f"\nseed preset: {len(seeds)} runs, {', '.join(f'{s:.1f}' for s in seeds)} s")
     print(table(runs))
+    print(spread(runs))
     if front:
         names = [k for k in front[0] if k not in ("trial", "params")]
         print(f"\nstudy front ({args.front}; validation accuracy and costs as the study measured them)")
