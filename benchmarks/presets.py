@@ -10,13 +10,17 @@ network) and peak RSS. With --usps, what the evaluate stage measures of honesty,
 calibrated on the validation split: USPS accuracy over its six renderings, and the share of USPS
 digits and of held-out generated non-digits answered "not sure".
 
+`--seeds 1 2` also trains each preset but the seed with those training seeds (`train.seed`), each
+interleaved like the rest, and prints the spread of test accuracy over seeds: one training's draw
+moves MNIST test accuracy by a few hundredths of a point.
+
 `--front tuning/best_params.yaml` adds a multi-objective study's front: listed as the study
 measured it, and with --retrain-front each front trial's values are applied to params.yaml (as
 `mnist-cnn tune --apply --pick` would) and trained like a preset. The plot (accuracy versus
 training seconds) draws the presets and the front.
 
     MNIST_MIRROR=/path/to/mnist USPS_MIRROR=/path/to/usps python benchmarks/presets.py \\
-        [--presets fast accurate] [--front tuning/best_params.yaml [--retrain-front]] [--out DIR]
+        [--presets fast accurate] [--seeds 1 2] [--front tuning/best_params.yaml [--retrain-front]] [--out DIR]
 """
 
 from __future__ import annotations
