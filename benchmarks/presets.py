@@ -166,7 +166,9 @@ def _run(job: Job, data_dir: Path, work: Path, out: Path, overrides: list[str], 
     name, values, seed = job
     label = name.replace(" ", "-")
     result = work / f"{label}-{time.monotonic_ns()}.json"
-    extra = [f"--set={o}" for o in [*overrides, *([f"train.seed={seed}"] if seed is not None else [])]]
+    if seed is not None:
+        overrides = [*overrides, f"train.seed={seed}"]
+    extra = [f"--set={o}" for o in overrides]
     cmd = [sys.executable, __file__, *extra, "--worker", name, str(data_dir), str(result)]
     if values is not None:
         cmd += ["--values", json.dumps(values)]
@@ -270,8 +272,10 @@ def main() -> None:
         for job in _order(jobs):
             runs.append(_run(job, data_dir, Path(tmp), out, args.overrides, args.usps))
             r = runs[-1]
-            print(f"{job[0]} (train.seed {r['train_seed']}): test_accuracy {r['test_accuracy']:.4f} "
-                  f"in {r['train_seconds']:.0f}s", flush=True)  # fmt: skip
+            print(
+                f"{r['name']} (train.seed {r['train_seed']}): test_accuracy {r['test_accuracy']:.4f} in {r['train_seconds']:.0f}s",
+                flush=True,
+            )
         _ratios(runs)
     seeds = [r["train_seconds"] for r in runs if r["name"] == SEED]
     print(f"\nseed preset: {len(seeds)} runs, {', '.join(f'{s:.1f}' for s in seeds)} s")
