@@ -22,14 +22,15 @@ STAGES = ("download", "preprocess", "train", "evaluate", "register")
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def add_mirror_option(parser: argparse.ArgumentParser, usps: bool = True) -> None:
-    """`--mirror`: the MNIST IDX directory, from $MNIST_MIRROR when set, else required; with
-    `usps`, `--usps` too (the download stage fetches USPS as well), from $USPS_MIRROR."""
+def add_mirror_option(parser: argparse.ArgumentParser, usps: bool = True, required: bool = True) -> None:
+    """`--mirror`: the MNIST IDX directory, from $MNIST_MIRROR when set, else required (unless not
+    `required`: the caller checks); with `usps`, `--usps` too (the download stage fetches USPS as
+    well), from $USPS_MIRROR."""
     mirror = os.environ.get("MNIST_MIRROR")
     parser.add_argument(
         "--mirror",
         default=mirror,
-        required=not mirror,
+        required=required and not mirror,
         help="directory holding the four MNIST IDX .gz files (default: $MNIST_MIRROR)",
     )
     if usps:

@@ -19,6 +19,9 @@ measured it, and with --retrain-front each front trial's values are applied to p
 `mnist-cnn tune --apply --pick` would) and trained like a preset. The plot (accuracy versus
 training seconds) draws the presets and the front.
 
+Each finished run is appended to `runs.jsonl` in the output folder as it ends; `--report
+DIR/runs.jsonl` prints the table of a benchmark that was stopped early.
+
     MNIST_MIRROR=/path/to/mnist USPS_MIRROR=/path/to/usps python benchmarks/presets.py \\
         [--presets fast accurate] [--seeds 1 2] [--front tuning/best_params.yaml [--retrain-front]] [--out DIR]
 """
@@ -235,7 +238,7 @@ def main() -> None:
     parser.add_argument(
         "--presets", nargs="+", default=["fast", "accurate"], help="besides the seed (it runs around each)"
     )
-    add_mirror_option(parser, usps=False)
+    add_mirror_option(parser, usps=False, required=False)  # --report needs none
     parser.add_argument("--usps", default=os.environ.get("USPS_MIRROR"), help="USPS folder: adds USPS accuracy")
     parser.add_argument("--front", type=Path, help="a multi-objective study's best params file")
     parser.add_argument("--retrain-front", action="store_true", help="train each front trial on full MNIST too")
@@ -244,6 +247,9 @@ def main() -> None:
         "--seeds", nargs="+", type=int, default=[], help="more training seeds for each preset but the seed: its spread"
     )
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="override applied to every run")
+    parser.add_argument(
+        "--report", type=Path, help="print the table of a (stopped) benchmark's runs.jsonl; train nothing"
+    )
     parser.add_argument("--worker", nargs=3, metavar=("NAME", "DATA_DIR", "RESULT"), help=argparse.SUPPRESS)
     parser.add_argument("--values", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -251,6 +257,14 @@ def main() -> None:
         values = json.loads(args.values) if args.values else None
         worker(args.worker[0], Path(args.worker[1]), Path(args.worker[2]), args.overrides, values, args.usps)
         return
+    if args.report:
+        runs = [json.loads(line) for line in args.report.read_text().splitlines() if line.strip()]
+        _ratios(runs)
+        print(table(runs))
+        print(spread(runs))
+        return
+    if not args.mirror:
+        parser.error("--mirror is required (or set $MNIST_MIRROR)")
 
     front = []
     if args.front:
@@ -261,6 +275,7 @@ def main() -> None:
             parser.error(f"{args.front} has no front: it is a single-objective study's")
     out = args.out or Path(tempfile.mkdtemp(prefix="mnist-frontier-"))
     out.mkdir(parents=True, exist_ok=True)
+    (out / "runs.jsonl").write_text("")
     print(f"{cpu_name()}, {os.cpu_count()} CPUs; logs in {out}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = prepare_data(str(Path(args.mirror).resolve()), Path(tmp))
@@ -272,6 +287,8 @@ def main() -> None:
         for job in _order(jobs):
             runs.append(_run(job, data_dir, Path(tmp), out, args.overrides, args.usps))
             r = runs[-1]
+            with open(out / "runs.jsonl", "a") as fh:  # a stopped benchmark keeps the runs it finished
+                fh.write(json.dumps(r) + "\n")
             print(
                 f"{r['name']} (train.seed {r['train_seed']}): test_accuracy {r['test_accuracy']:.4f} in {r['train_seconds']:.0f}s",
                 flush=True,
