@@ -233,6 +233,15 @@ def spread(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def report(runs: list[dict]) -> None:
+    """Print the runs' ratios to the seed, their table and each preset's spread over seeds."""
+    _ratios(runs)
+    seeds = [r["train_seconds"] for r in runs if r["name"] == SEED]
+    print(f"\nseed preset: {len(seeds)} runs, {', '.join(f'{s:.1f}' for s in seeds)} s")
+    print(table(runs))
+    print(spread(runs))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
@@ -258,10 +267,7 @@ def main() -> None:
         worker(args.worker[0], Path(args.worker[1]), Path(args.worker[2]), args.overrides, values, args.usps)
         return
     if args.report:
-        runs = [json.loads(line) for line in args.report.read_text().splitlines() if line.strip()]
-        _ratios(runs)
-        print(table(runs))
-        print(spread(runs))
+        report([json.loads(line) for line in args.report.read_text().splitlines() if line.strip()])
         return
     if not args.mirror:
         parser.error("--mirror is required (or set $MNIST_MIRROR)")
@@ -285,19 +291,15 @@ def main() -> None:
             jobs += [(f"trial {entry['trial']}", entry["params"], None) for entry in front]
         runs = []
         for job in _order(jobs):
-            runs.append(_run(job, data_dir, Path(tmp), out, args.overrides, args.usps))
-            r = runs[-1]
+            r = _run(job, data_dir, Path(tmp), out, args.overrides, args.usps)
+            runs.append(r)
             with open(out / "runs.jsonl", "a") as fh:  # a stopped benchmark keeps the runs it finished
                 fh.write(json.dumps(r) + "\n")
             print(
                 f"{r['name']} (train.seed {r['train_seed']}): test_accuracy {r['test_accuracy']:.4f} in {r['train_seconds']:.0f}s",
                 flush=True,
             )
-        _ratios(runs)
-    seeds = [r["train_seconds"] for r in runs if r["name"] == SEED]
-    print(f"\nseed preset: {len(seeds)} runs, {', '.join(f'{s:.1f}' for s in seeds)} s")
-    print(table(runs))
-    print(spread(runs))
+    report(runs)
     if front:
         names = [k for k in front[0] if k not in ("trial", "params")]
         print(f"\nstudy front ({args.front}; validation accuracy and costs as the study measured them)")
