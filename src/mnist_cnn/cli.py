@@ -1,5 +1,6 @@
-"""The `mnist-cnn` console script: params, preset, ui, serve, predict, export, tune, stage, stack, app,
-feedback.
+"""The `mnist-cnn` console script: its parser, and the subcommands that do their work and exit
+(params, preset, predict, export, tune, stage, feedback). Those that start servers (ui, serve,
+stack, app) are in `servers`.
 
 Each subcommand imports what it needs when it runs, so `params`, `preset` and `feedback` answer
 without loading MLflow or TensorFlow."""
@@ -17,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_cnn import atomic, config, figures, presets
-from mnist_cnn.entrypoint import add_params_args, quiet_server, run_main
-from mnist_cnn.errors import ConfigError, TrackingError
+from mnist_cnn import atomic, config, figures, presets, servers
+from mnist_cnn.entrypoint import add_params_args, run_main
+from mnist_cnn.errors import ConfigError
 from mnist_cnn.schema import dump_yaml, read_yaml, to_dict
 from mnist_runtime import images
 
@@ -177,84 +178,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _ui(args: argparse.Namespace) -> int:
-    import mlflow
-
-    from mnist_cnn.tracking import store
-
-    params = config.load_params(args.params, args.overrides)
-    root = config.project_root()
-    uri = store.tracking_uri(root)
-    server = uri.startswith(("http://", "https://"))
-    store.check_reachable(uri)
-    experiment = None
-    if (path := store.sqlite_path(uri)) is None or path.is_file():
-        try:
-            experiment = mlflow.MlflowClient(uri).get_experiment_by_name(params.tracking.experiment)
-        except mlflow.exceptions.MlflowException as exc:
-            raise TrackingError(f"tracking store {uri} cannot be read: {exc.message.splitlines()[0]}") from None
-    links = store.ui_links(
-        uri if server else f"http://{args.host}:{args.port}",
-        experiment and experiment.experiment_id,
-        params.register.model_name,
-    )
-    if experiment is None:
-        print(
-            f"experiment {params.tracking.experiment!r} has no runs yet in {uri}; `dvc repro` makes them",
-            file=sys.stderr,
-        )
-    print(f"runs:  {links['runs']}\nmodel: {links['models']}", flush=True)
-    if server:
-        print(f"(the tracking server {uri} is the UI)", file=sys.stderr)
-        return 0
-    cmd = [
-        "mlflow",
-        "ui",
-        "--backend-store-uri",
-        uri,
-        "--registry-store-uri",
-        uri,
-        "--host",
-        args.host,
-        "--port",
-        str(args.port),
-    ]
-    cmd, env = quiet_server(cmd, dict(os.environ))
-    print(shlex.join(cmd) + "   (Ctrl+C stops)", file=sys.stderr, flush=True)
-    os.chdir(root)  # mlflow ui's own default folders (mlartifacts/) are the project's
-    os.execvpe(cmd[0], cmd, env)
-    return 0
-
-
-def _serve(args: argparse.Namespace) -> int:
-    from mnist_cnn import registry
-    from mnist_cnn.tracking import store
-
-    params = config.load_params(args.params, args.overrides)
-    root = config.project_root()
-    store.configure(params.tracking, root)
-    model = args.model or registry.champion_uri(params.register.model_name, params.register.champion_alias)
-    cmd = [
-        "mlflow",
-        "models",
-        "serve",
-        "-m",
-        model,
-        "--env-manager",
-        "local",
-        "-h",
-        args.host,
-        "-p",
-        str(args.port),
-        "-w",
-        str(args.workers),
-    ]
-    print(" ".join(cmd), file=sys.stderr, flush=True)
-    env = {**os.environ, "MLFLOW_TRACKING_URI": store.tracking_uri(root)}
-    os.execvpe(cmd[0], cmd, env)
-    return 0
-
-
 def _tune(args: argparse.Namespace) -> int:
     if args.apply:
         from mnist_cnn.tuning.best import apply_best
@@ -319,56 +242,6 @@ def _stage(args: argparse.Namespace) -> int:
         cmd[0] = sys.executable
     os.chdir(dvc_yaml.parent)
     os.execv(cmd[0], cmd)
-    return 0
-
-
-def _stack(args: argparse.Namespace) -> int:
-    from mnist_stack import control
-    from mnist_stack.settings import exports
-
-    folder = args.dir or config.project_root() / ".stack"
-    if args.action == "down":
-        stopped = control.down(folder)
-        print(f"stopped: {', '.join(stopped)}" if stopped else f"nothing was running in {folder}")
-        return 0
-    if args.action == "up":
-        settings = control.up(folder, args.host, args.pg_port, args.mlflow_port, args.advertise)
-        print(
-            f"PostgreSQL on port {settings.pg_port} and the MLflow server on {settings.tracking_uri()} run from {folder}"
-        )
-        print("for every shell that trains, tunes or serves (`mnist-cnn stack status` prints them again):")
-        print(exports(settings), end="")
-        return 0
-    state = control.status(folder)
-    settings = state["settings"]
-    if settings is None:
-        print(f"no stack in {folder}; `mnist-cnn stack up` creates one")
-        return 3
-    print(f"folder      {folder}")
-    print(f"postgresql  {'running' if state['postgresql'] else 'stopped'} (port {settings.pg_port})")
-    print(f"mlflow      {'running' if state['mlflow'] else 'stopped'} ({settings.tracking_uri()})")
-    print(exports(settings), end="")
-    return 0 if state["postgresql"] and state["mlflow"] else 3
-
-
-def _app(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from mnist_cnn.feedback import FeedbackStore
-    from mnist_cnn.webapp.server import create_app
-    from mnist_runtime.network import Classifier
-
-    model = _model_or_champion(args)
-    store = None if args.no_feedback else FeedbackStore(args.feedback_dir, args.feedback_limit)
-    label = Path(model).name if Path(model).is_file() else model  # a file's name; a URI as it is
-    app = create_app(Classifier.load(model), label, store)
-    where = f"into {args.feedback_dir}/<label>/" if store else "off"
-    print(
-        f"mnist-cnn app on http://{args.host}:{args.port}/ (model {model}; feedback {where}); Ctrl+C stops",
-        file=sys.stderr,
-        flush=True,
-    )
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
     return 0
 
 
@@ -474,14 +347,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     commands = {
         "params": _show_params,
         "preset": _apply_preset,
-        "ui": _ui,
-        "serve": _serve,
+        "ui": servers.ui,
+        "serve": servers.serve,
         "predict": _predict,
         "export": _export,
         "tune": _tune,
         "stage": _stage,
-        "stack": _stack,
-        "app": _app,
+        "stack": servers.stack,
+        "app": lambda args: servers.app(args, _model_or_champion(args)),
         "feedback": _feedback,
     }
     trains_or_predicts = args.command in ("predict", "export", "app") or (args.command == "tune" and not args.apply)
