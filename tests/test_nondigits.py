@@ -10,7 +10,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from digit_images import make_set
-from mnist_cnn import data, nondigits
+from mnist_cnn import data, ink, nondigits
 from mnist_runtime import images, paper
 
 SUBSET = Path(__file__).parent / "fixtures" / "mnist-subset"
@@ -62,7 +62,7 @@ def test_kinds_come_in_equal_shares_shuffled():
 def test_every_kind_renders_a_full_size_grey_image(split):
     rng = np.random.default_rng(0)
     fonts = nondigits.Fonts(split)
-    low, high = nondigits.SIDES
+    low, high = ink.SIDES
     for kind in nondigits.KINDS:
         for _ in range(4):
             gray = nondigits.render(kind, rng, split, fonts)
