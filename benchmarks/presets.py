@@ -20,7 +20,7 @@ measured it, and with --retrain-front each front trial's values are applied to p
 training seconds) draws the presets and the front.
 
 Each finished run is appended to `runs.jsonl` in the output folder as it ends; `--report
-DIR/runs.jsonl` prints the table of a benchmark that was stopped early.
+DIR/runs.jsonl` prints the table of a benchmark that was stopped early and redraws its plot.
 
     MNIST_MIRROR=/path/to/mnist USPS_MIRROR=/path/to/usps python benchmarks/presets.py \\
         [--presets fast accurate] [--seeds 1 2] [--front tuning/best_params.yaml [--retrain-front]] [--out DIR]
@@ -37,6 +37,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from mnist_cnn.atomic import atomic_path
 from pipeline import add_mirror_option
 from real_digits import cpu_name
 
@@ -128,9 +129,12 @@ def plot(rows: list[dict], front: list[dict], path: Path) -> None:
     for r in rows:
         if not r["name"].startswith("trial "):
             by_name.setdefault(r["name"], []).append(r)
-    for name, same in by_name.items():  # one point per preset: the seed runs many times
+    for name, same in by_name.items():  # a preset's mean, and its runs (training seeds, repeats) as dots
         x = sum(r["train_seconds"] for r in same) / len(same)
         y = 100 * sum(r["test_accuracy"] for r in same) / len(same)
+        if len(same) > 1:
+            ax.scatter([r["train_seconds"] for r in same], [100 * r["test_accuracy"] for r in same], s=12,
+                       color="tab:blue", alpha=0.35, linewidths=0)  # fmt: skip
         ax.scatter(x, y, s=40, color="tab:blue")
         label = name if len(same) == 1 else f"{name} (mean of {len(same)})"
         ax.annotate(label, (x, y), textcoords="offset points", xytext=(5, 5))
@@ -141,6 +145,8 @@ def plot(rows: list[dict], front: list[dict], path: Path) -> None:
         for r in trained:
             ax.annotate(r["name"], (r["train_seconds"], 100 * r["test_accuracy"]), textcoords="offset points",
                         xytext=(5, -12), color="tab:orange")  # fmt: skip
+    if any(len(same) > 1 for same in by_name.values()):
+        ax.text(0.98, 0.02, "small dots: the single runs", transform=ax.transAxes, ha="right", color="tab:blue")
     if front and not trained:
         ax.text(0.02, 0.02, f"study front: {len(front)} trials (see results.json)", transform=ax.transAxes)
     ax.margins(x=0.15, y=0.1)  # room for the labels beside the points at the edges
@@ -150,7 +156,8 @@ def plot(rows: list[dict], front: list[dict], path: Path) -> None:
     ax.grid(alpha=0.3)
     if trained:
         ax.legend(loc="lower right")
-    fig.savefig(path, dpi=120)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
 
 
 Job = tuple[str, dict | None, int | None]  # name, a front trial's values (None: a preset), train.seed (None: its own)
@@ -257,7 +264,9 @@ def main() -> None:
     )
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="override applied to every run")
     parser.add_argument(
-        "--report", type=Path, help="print the table of a (stopped) benchmark's runs.jsonl; train nothing"
+        "--report",
+        type=Path,
+        help="print the table of a (stopped) benchmark's runs.jsonl and redraw its plot; train nothing",
     )
     parser.add_argument("--worker", nargs=3, metavar=("NAME", "DATA_DIR", "RESULT"), help=argparse.SUPPRESS)
     parser.add_argument("--values", help=argparse.SUPPRESS)
@@ -267,7 +276,10 @@ def main() -> None:
         worker(args.worker[0], Path(args.worker[1]), Path(args.worker[2]), args.overrides, values, args.usps)
         return
     if args.report:
-        report([json.loads(line) for line in args.report.read_text().splitlines() if line.strip()])
+        runs = [json.loads(line) for line in args.report.read_text().splitlines() if line.strip()]
+        report(runs)
+        plot(runs, [], args.report.parent / "accuracy_vs_time.png")
+        print(f"\nplot: {args.report.parent / 'accuracy_vs_time.png'}")
         return
     if not args.mirror:
         parser.error("--mirror is required (or set $MNIST_MIRROR)")
