@@ -81,7 +81,7 @@ def test_every_project_module_a_stage_imports_is_a_dependency_and_no_other(stage
 def test_the_train_stage_depends_on_the_runtime_the_model_ships_and_nothing_of_tuning_stack_webapp_or_cli():
     assert packaging.RUNTIME == SRC / "mnist_runtime"
     assert RUNTIME in STAGES["train"]["deps"]
-    assert not [d for d in source_deps("train") if any(k in d for k in ("tuning", "stack", "webapp", "cli"))]
+    assert not [d for d in source_deps("train") if any(k in d for k in ("tuning", "stack", "webapp", "cli", "servers"))]
 
 
 def test_the_runtime_imports_nothing_of_the_pipeline():
