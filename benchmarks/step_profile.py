@@ -35,21 +35,9 @@ def _sections(preset: str | None, overrides: list[str]):
     return params.model, params.train
 
 
-def _training_model(model_params, train_params, steps_per_epoch: int):
-    """The graph `training.train` fits: the network behind its augmentation, compiled alike."""
-    from mnist_cnn import augmentation, training
-    from mnist_cnn.model import build_model
-
-    training.use_mixed_precision(train_params.mixed_precision)
-    network = build_model(model_params, seed=train_params.seed)
-    fitted = augmentation.for_training(network, model_params.augment, train_params.seed)
-    training.compile_model(fitted, train_params, steps_per_epoch)
-    return fitted, network
-
-
 def op_stats(trace_dir: Path) -> list[dict]:
-    """framework_op_stats of the newest trace under `trace_dir`: one dict per op (name, type,
-    occurrences, self time in microseconds)."""
+    """framework_op_stats of the newest trace under `trace_dir`: one dict per op (name, type, self
+    time in microseconds)."""
     try:
         from xprof.convert import raw_to_tool_data
     except ImportError:
@@ -62,7 +50,7 @@ def op_stats(trace_dir: Path) -> list[dict]:
     cols = [c["id"] for c in table["cols"]]
     rows = [dict(zip(cols, ((cell or {}).get("v") for cell in row["c"]), strict=True)) for row in table["rows"]]
     return [
-        {"name": r["operation"], "type": r["type"], "count": r["occurrences"], "self_us": r["total_self_time"]}
+        {"name": r["operation"], "type": r["type"], "self_us": r["total_self_time"]}
         for r in rows
         if r["type"] != "IDLE"
     ]
@@ -83,10 +71,11 @@ def attribute(op_name: str, layers: set[str], optimizer: str) -> tuple[str, str]
 
 def summarize(ops: list[dict], layers: list[str], optimizer: str, steps: int) -> tuple[dict, collections.Counter]:
     """Milliseconds per step by layer (forward, backward) and by op type."""
+    known = set(layers)
     by_layer: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
     by_type: collections.Counter = collections.Counter()
     for op in ops:
-        layer, phase = attribute(op["name"], set(layers), optimizer)
+        layer, phase = attribute(op["name"], known, optimizer)
         ms = op["self_us"] / 1000.0 / steps
         by_layer[layer][phase or "all"] += ms
         by_type[f"{phase or 'other'}: {op['type'].removeprefix('_Mkl').removeprefix('Native')}"] += ms
@@ -113,7 +102,7 @@ def main() -> None:
 
     model_params, train_params = _sections(args.preset, args.overrides)
     batch = train_params.batch_size
-    fitted, network = _training_model(model_params, train_params, args.steps)
+    fitted, network, _ = training.training_graph(model_params, train_params, args.steps)
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (batch * args.steps, *INPUT_SHAPE), dtype=np.uint8)
     y = training.encode_labels(rng.integers(0, 10, batch * args.steps), train_params)

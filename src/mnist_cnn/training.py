@@ -141,6 +141,16 @@ def make_optimizer(params: TrainParams, steps_per_epoch: int):
     return keras.optimizers.Adam(lr)
 
 
+def training_graph(model_params: ModelParams, params: TrainParams, steps_per_epoch: int):
+    """(fitted, network, mixed): the network under train.mixed_precision's policy, behind its
+    augmentation and compiled; fit `fitted`, save `network`. `mixed`: a mixed policy is on."""
+    mixed = use_mixed_precision(params.mixed_precision)
+    network = build_model(model_params, seed=params.seed)
+    fitted = augmentation.for_training(network, model_params.augment, params.seed)
+    compile_model(fitted, params, steps_per_epoch)
+    return fitted, network, mixed
+
+
 def _one_hot(params: TrainParams) -> bool:
     return bool(params.label_smoothing or params.nondigits)
 
@@ -229,12 +239,9 @@ def train(
     same call resumes from the last completed epoch, and emptied after success.
     """
     make_deterministic(params.seed)
-    mixed = use_mixed_precision(params.mixed_precision)
-    model = build_model(model_params, seed=params.seed)
-    fitted = augmentation.for_training(model, model_params.augment, params.seed)
     train_split = with_nondigits(train_split, params.nondigits, params.seed)
     steps = math.ceil(len(train_split) / params.batch_size)
-    compile_model(fitted, params, steps)
+    fitted, model, mixed = training_graph(model_params, params, steps)
 
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
