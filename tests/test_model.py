@@ -104,6 +104,24 @@ def test_convs_per_block_may_differ_between_blocks():
         seed_model(filters=(8, 16), convs_per_block=(1, 2, 2))
 
 
+def test_spatial_dropout_drops_whole_feature_maps_and_the_network_loads_in_safe_mode(tmp_path):
+    params = seed_model(filters=(8, 16), convs_per_block=2, block_dropout=0.5, spatial_dropout=True)
+    model = build_model(params, seed=3)
+    layer = model.get_layer("block1_dropout")
+    x = np.ones((4, 12, 12, 8), dtype="float32")
+    maps = keras.ops.convert_to_numpy(layer(x, training=True)).reshape(4, 144, 8)
+    assert (maps.min(axis=1) == maps.max(axis=1)).all(), "each feature map is dropped or kept whole"
+    assert set(np.unique(maps)) == {0.0, 2.0}
+    assert (keras.ops.convert_to_numpy(layer(x, training=False)) == 1.0).all()
+    plain = build_model(replace(params, spatial_dropout=False), seed=3).get_layer("block1_dropout")
+    values = keras.ops.convert_to_numpy(plain(x, training=True)).reshape(4, 144, 8)
+    assert (values.min(axis=1) != values.max(axis=1)).any(), "plain dropout drops single values"
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True, compile=False)
+    images = np.random.default_rng(0).integers(0, 256, size=(2, 28, 28, 1)).astype("float32")
+    assert np.allclose(keras.ops.convert_to_numpy(loaded(images)), keras.ops.convert_to_numpy(model(images)))
+
+
 # --- determinism ----------------------------------------------------------------------------
 
 

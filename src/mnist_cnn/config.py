@@ -109,6 +109,7 @@ class ModelParams(Section):
     downsample: Literal["maxpool", "strided"]
     batch_norm: Bool
     block_dropout: Dropout
+    spatial_dropout: Bool  # block dropout drops whole feature maps (Keras' SpatialDropout2D), not single values
     dense_units: tuple[Annotated[Int, at_least(1)], ...]
     dropout: Dropout
     augment: AugmentParams

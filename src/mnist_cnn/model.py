@@ -36,7 +36,8 @@ def build_model(params: ModelParams, seed: int = 42) -> keras.Model:
         if params.downsample == "maxpool":
             x = layers.MaxPooling2D(2, name=f"block{b}_pool")(x)
         if params.block_dropout:
-            x = layers.Dropout(params.block_dropout, seed=seed + 10 + b, name=f"block{b}_dropout")(x)
+            dropout = layers.SpatialDropout2D if params.spatial_dropout else layers.Dropout
+            x = dropout(params.block_dropout, seed=seed + 10 + b, name=f"block{b}_dropout")(x)
 
     x = layers.Flatten(name="flatten")(x)
     for d, units in enumerate(params.dense_units, start=1):
