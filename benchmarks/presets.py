@@ -43,6 +43,7 @@ from real_digits import cpu_name
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED = "seed"
+PLOT = "accuracy_vs_time.png"
 
 
 def prepare_data(mirror: str, work: Path) -> Path:
@@ -278,8 +279,8 @@ def main() -> None:
     if args.report:
         runs = [json.loads(line) for line in args.report.read_text().splitlines() if line.strip()]
         report(runs)
-        plot(runs, [], args.report.parent / "accuracy_vs_time.png")
-        print(f"\nplot: {args.report.parent / 'accuracy_vs_time.png'}")
+        plot(runs, [], args.report.parent / PLOT)
+        print(f"\nplot: {args.report.parent / PLOT}")
         return
     if not args.mirror:
         parser.error("--mirror is required (or set $MNIST_MIRROR)")
@@ -319,7 +320,7 @@ def main() -> None:
         for entry in front:
             print(f"{entry['trial']:>6}" + "".join(f"{entry[n]:>16.4g}" for n in names))
     (out / "results.json").write_text(json.dumps({"cpu": cpu_name(), "runs": runs, "front": front}, indent=2))
-    plot(runs, front, out / "accuracy_vs_time.png")
+    plot(runs, front, out / PLOT)
     print(f"\nresults and plot: {out}")
 
 
