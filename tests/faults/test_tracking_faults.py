@@ -15,6 +15,7 @@ import psutil
 import pytest
 
 from helpers import experiment_runs, free_port, wait_until_up
+from mnist_cnn.tuning.storage import WORKER_ATTR as WORKER
 from tuning_kit import load_study, states, tune_cmd
 
 pytestmark = pytest.mark.slow
@@ -130,6 +131,13 @@ def test_tuning_workers_against_a_real_tracking_server(workdir, processed, mlflo
     assert {a.path for a in client.list_artifacts(parents[0].info.run_id, "tuning")} >= {"tuning/trials.csv"}
 
 
+def started(owner: str) -> tuple[float, int]:
+    """A worker's liveness owner token (`host:pid:start-time`) as (start time, pid): the order
+    the parent started its workers in, even two within one clock tick."""
+    _host, pid, start = owner.rsplit(":", 2)
+    return float(start), int(pid)
+
+
 def test_a_tuning_worker_killed_mid_trial_is_failed_and_the_study_still_completes(workdir, processed):
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{workdir / 'mlflow.db'}", "TF_CPP_MIN_LOG_LEVEL": "2"}
     cmd = tune_cmd(processed, "--trials", "6", "--workers", "2", "--set=tune.pruner.name=none", "--set=tune.epochs=3")
@@ -137,24 +145,23 @@ def test_a_tuning_worker_killed_mid_trial_is_failed_and_the_study_still_complete
     victim = None
     deadline = time.time() + 300
     try:
-        while victim is None and time.time() < deadline:
-            time.sleep(0.3)
+        while victim is None and time.time() < deadline and main.poll() is None:
+            time.sleep(0.2)
             try:
                 trials = load_study(workdir).get_trials(deepcopy=False)
             except KeyError:  # the journal file is made a moment before the study is written into it
                 continue
-            running = [
-                t
-                for t in trials
-                if t.state.name == "RUNNING" and "mlflow_run_id" in t.user_attrs and t.user_attrs.get("epochs_trained")
-            ]
-            if len(running) == 2:
-                # The later-started worker: the parent is still joining the first one, so the
-                # killed one stays an unreaped zombie that the survivor must judge dead.
-                victim = max(running, key=lambda t: float(t.user_attrs["worker"].rsplit(":", 1)[1]))
-        assert victim is not None, "no two trials ran past their first epoch at once"
-        _host, pid, _started = victim.user_attrs["worker"].rsplit(":", 2)  # the worker's liveness owner token
-        pid = int(pid)
+            running = sorted(
+                (t for t in trials if t.state.name == "RUNNING" and WORKER in t.user_attrs),
+                key=lambda t: started(t.user_attrs[WORKER]),
+            )
+            # Two workers each in a trial, the later-started one past its first epoch: killing it
+            # while the parent is still joining the first leaves it an unreaped zombie, which the
+            # survivor must judge dead.
+            if len(running) == 2 and {"mlflow_run_id", "epochs_trained"} <= running[1].user_attrs.keys():
+                victim = running[1]
+        assert victim is not None, f"no two trials ran at once (tune exited {main.poll()})"
+        _start, pid = started(victim.user_attrs[WORKER])
         assert pid != main.pid and psutil.Process(pid).parent().pid == main.pid, "trials run in worker processes"
         os.kill(pid, signal.SIGKILL)
         out, err = main.communicate(timeout=600)
