@@ -51,7 +51,7 @@ def main() -> None:
     from mlflow import MlflowClient
     from playwright.sync_api import sync_playwright
 
-    from mnist_cnn import tracking
+    from mnist_cnn.tracking.store import ML_VIEW
 
     store = f"sqlite:///{(args.project / 'mlflow.db').resolve()}"
     client = MlflowClient(tracking_uri=store)
@@ -68,7 +68,7 @@ def main() -> None:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    view = "?" + tracking.ML_VIEW  # MLflow 3.17's UI otherwise opens on its GenAI view
+    view = "?" + ML_VIEW  # MLflow 3.17's UI otherwise opens on its GenAI view
     runs = f"{url}/#/experiments/{experiment.experiment_id}"
     pages = {
         "mlflow_runs.png": f"{runs}/runs{view}",

@@ -15,6 +15,7 @@ import pytest
 from helpers import (
     SUBSET,
     MirrorServer,
+    chromium,
     clean_env,
     copy_project,
     experiment_runs,
@@ -204,6 +205,22 @@ def test_mlflow_shows_datasets_system_metrics_descriptions_and_the_model_trainin
     assert champion.description.startswith("test_accuracy 0.") and "usps_accuracy 0." in champion.description
     assert "@champion" in champion.description
     assert all(r.data.tags.get("mlflow.note.content") for r in by_stage.values())
+
+
+def test_the_readme_screenshot_script_shoots_every_page_of_the_champion(project, tmp_path):
+    """`docs/screenshots.py` (how the README's images are made) over the pipeline's store, in Chromium."""
+    from matplotlib.image import imread
+
+    dest, _, _ = project
+    out = tmp_path / "img"
+    script = dest / "docs" / "screenshots.py"
+    done = run([sys.executable, str(script), "--project", str(dest), "--out", str(out), "--chromium", chromium()], dest)
+    names = {"mlflow_runs", "mlflow_run", "mlflow_charts", "mlflow_registry", "mlflow_model_card", "mlflow_reliability"}
+    assert {p.stem for p in out.iterdir()} == names, done.stdout
+    for png in out.iterdir():
+        pixels = imread(png)
+        assert pixels.shape[:2] == (900, 1400), png.name
+        assert pixels[..., :3].std() > 0.05, f"{png.name} is a blank page"
 
 
 def test_second_repro_with_nothing_changed_runs_nothing(project):
