@@ -67,6 +67,14 @@ def timed(cmd: list[str], cwd: Path, env: dict[str, str], log) -> tuple[float, f
     return seconds, usage.ru_maxrss / 1024
 
 
+def copy_project(dest: Path) -> Path:
+    """The checkout's tracked and untracked-not-ignored files, committed in `dest` (the tests' own copy)."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from helpers import copy_project as copy
+
+    return copy(dest)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_mirror_option(parser)
@@ -76,9 +84,6 @@ def main() -> None:
 
     work = args.keep or Path(tempfile.mkdtemp(prefix="mnist-bench-"))
     work.mkdir(parents=True, exist_ok=True)
-    sys.path.insert(0, str(ROOT / "tests"))
-    from helpers import copy_project
-
     copy_project(work)
     if args.overrides:
         sys.path.insert(0, str(ROOT / "src"))
