@@ -20,6 +20,7 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+IMAGES_LOADED = "[...document.images].every(i => i.complete)"
 
 
 def free_port() -> int:
@@ -46,20 +47,47 @@ def main() -> None:
     parser.add_argument("--project", type=Path, default=ROOT, help="project whose mlflow.db is shown")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "img")
     parser.add_argument("--chromium", default="/usr/bin/chromium")
+    parser.add_argument("--timeout", type=float, default=120, help="seconds a page may take to show its data")
     args = parser.parse_args()
 
     from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
 
     from mnist_cnn.tracking.store import ML_VIEW
 
-    store = f"sqlite:///{(args.project / 'mlflow.db').resolve()}"
+    db = (args.project / "mlflow.db").resolve()
+    if not db.is_file():
+        sys.exit(f"no tracking store at {db}: run `dvc repro` in {args.project} first")
+    store = f"sqlite:///{db}"
     client = MlflowClient(tracking_uri=store)
     experiment = client.get_experiment_by_name("mnist-cnn")
-    champion = client.get_model_version_by_alias("mnist-cnn", "champion")
+    try:
+        champion = client.get_model_version_by_alias("mnist-cnn", "champion")
+    except MlflowException:
+        champion = None
+    if experiment is None or champion is None:
+        sys.exit(f"no mnist-cnn@champion in {store}: run `dvc repro` in {args.project} first")
     run_id = champion.run_id
     port = free_port()
     url = f"http://127.0.0.1:{port}"
+    view = "?" + ML_VIEW  # MLflow 3.17's UI otherwise opens on its GenAI view
+    runs = f"{url}/#/experiments/{experiment.experiment_id}"
+    train_run = client.get_run(run_id).info.run_name
+    # each page with the text it shows once its data is in (before, the UI draws grey placeholders)
+    pages = {
+        "mlflow_runs.png": (f"{runs}/runs{view}", "pipeline-"),
+        "mlflow_run.png": (f"{runs}/runs/{run_id}{view}", "About this run"),
+        "mlflow_charts.png": (f"{runs}/runs/{run_id}/model-metrics{view}", f"{train_run} (epoch/val_accuracy)"),
+        "mlflow_registry.png": (f"{url}/#/models/mnist-cnn{view}", f"Version {champion.version}"),
+        "mlflow_model_card.png": (f"{runs}/runs/{run_id}/artifacts/model_card.md{view}", "mnist-cnn version"),
+        "mlflow_reliability.png": (
+            f"{runs}/runs/{run_id}/artifacts/evaluation/reliability.png{view}",
+            "evaluation/reliability.png",
+        ),
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     ui = subprocess.Popen(
         ["mlflow", "ui", "--backend-store-uri", store, "-h", "127.0.0.1", "-p", str(port)],
@@ -68,27 +96,20 @@ def main() -> None:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    view = "?" + ML_VIEW  # MLflow 3.17's UI otherwise opens on its GenAI view
-    runs = f"{url}/#/experiments/{experiment.experiment_id}"
-    pages = {
-        "mlflow_runs.png": f"{runs}/runs{view}",
-        "mlflow_run.png": f"{runs}/runs/{run_id}{view}",
-        "mlflow_charts.png": f"{runs}/runs/{run_id}/model-metrics{view}",
-        "mlflow_registry.png": f"{url}/#/models/mnist-cnn{view}",
-        "mlflow_model_card.png": f"{runs}/runs/{run_id}/artifacts/model_card.md{view}",
-        "mlflow_reliability.png": f"{runs}/runs/{run_id}/artifacts/evaluation/reliability.png{view}",
-    }
-    args.out.mkdir(parents=True, exist_ok=True)
     try:
         wait_until_up(f"{url}/health", ui)
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=args.chromium, args=["--no-sandbox"])
-            for name, address in pages.items():
+            for name, (address, ready) in pages.items():
                 # a fresh page each: going from one artifact's hash route to another's keeps the first shown
                 page = browser.new_page(viewport={"width": 1400, "height": 900})
                 page.goto(address)
-                page.wait_for_load_state("load")
-                page.wait_for_timeout(5000)  # the UI keeps polling (never network-idle); charts render after the data
+                try:  # the UI keeps polling, so it is never network-idle: wait for the page's own text
+                    page.get_by_text(ready).first.wait_for(timeout=args.timeout * 1000)
+                    page.wait_for_function(IMAGES_LOADED, timeout=args.timeout * 1000)
+                except PlaywrightTimeout:
+                    sys.exit(f"{name}: {address} did not show {ready!r} within {args.timeout} s")
+                page.wait_for_timeout(2000)  # charts draw after their data arrives
                 close = page.get_by_role("button", name="Close")
                 if close.count():  # the assistant side panel hides half the page
                     close.first.click()

@@ -221,6 +221,13 @@ def test_the_readme_screenshot_script_shoots_every_page_of_the_champion(project,
         pixels = imread(png)
         assert pixels.shape[:2] == (900, 1400), png.name
         assert pixels[..., :3].std() > 0.05, f"{png.name} is a blank page"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    refused = run(
+        [sys.executable, str(script), "--project", str(empty), "--out", str(empty / "img")], dest, check=False
+    )
+    assert refused.returncode != 0 and "run `dvc repro`" in refused.stderr, refused.stderr
+    assert not list(empty.iterdir()), "no store or folder made where there was none"
 
 
 def test_second_repro_with_nothing_changed_runs_nothing(project):
