@@ -67,12 +67,12 @@ def main() -> None:
     args = parser.parse_args()
 
     from digit_images import CONDITIONS, make_photos, make_set
-    from mnist_cnn import entrypoint
-    from mnist_runtime import images
-    from mnist_runtime.network import Classifier
 
     if args.per_digit < len(CONDITIONS):  # photos take the conditions in turn: fewer leave some empty
         parser.error(f"--per-digit {args.per_digit}: at least {len(CONDITIONS)}, one photo per condition")
+    from mnist_cnn import entrypoint  # after the check: mnist_runtime.network loads TensorFlow
+    from mnist_runtime import images
+    from mnist_runtime.network import Classifier
 
     entrypoint.quiet_libraries()
     entrypoint.load_tensorflow()

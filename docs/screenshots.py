@@ -12,15 +12,20 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
+import shutil
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-IMAGES_LOADED = "[...document.images].every(i => i.complete)"
+# an <img> the artifact viewer shows (its alt is the artifact's path), fetched and decoded
+IMAGE_SHOWN = "alt => [...document.images].some(i => i.alt === alt && i.complete && i.naturalWidth > 0)"
 
 
 def free_port() -> int:
@@ -42,6 +47,58 @@ def wait_until_up(url: str, proc: subprocess.Popen, timeout: float = 120) -> Non
     sys.exit(f"{url} did not answer within {timeout:.0f}s")
 
 
+def champion_pages(client, champion, url: str, view: str) -> dict[str, tuple[str, str | re.Pattern, str | None]]:
+    """Each screenshot's address, the text it shows once its data is in (until then the UI draws grey
+    placeholders), and the artifact image it must show, if any."""
+    run = client.get_run(champion.run_id).info
+    runs = f"{url}/#/experiments/{run.experiment_id}"
+    artifact = f"{runs}/runs/{run.run_id}/artifacts"
+    return {
+        "mlflow_runs.png": (f"{runs}/runs{view}", re.compile(r"^pipeline-"), None),
+        "mlflow_run.png": (f"{runs}/runs/{run.run_id}{view}", re.compile(r"^Metrics \(\d+\)$"), None),
+        "mlflow_charts.png": (
+            f"{runs}/runs/{run.run_id}/model-metrics{view}",
+            f"{run.run_name} (epoch/val_accuracy)",
+            None,
+        ),
+        "mlflow_registry.png": (f"{url}/#/models/mnist-cnn{view}", f"Version {champion.version}", None),
+        "mlflow_model_card.png": (f"{artifact}/model_card.md{view}", f"mnist-cnn version {champion.version}", None),
+        "mlflow_reliability.png": (
+            f"{artifact}/evaluation/reliability.png{view}",
+            "evaluation/reliability.png",
+            "evaluation/reliability.png",
+        ),
+    }
+
+
+def shoot(page, name: str, address: str, ready, image: str | None, path: Path, timeout_s: float) -> None:
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    page.set_default_timeout(timeout_s * 1000)
+    page.set_default_navigation_timeout(timeout_s * 1000)
+    page.goto(address)
+    # the UI keeps polling, so it is never network-idle: wait for what the page shows
+    waiting_for = f"the text {ready.pattern if isinstance(ready, re.Pattern) else ready!r}"
+    try:
+        page.get_by_text(ready).filter(visible=True).first.wait_for()
+        if image:
+            waiting_for = f"the image {image}"
+            page.wait_for_function(IMAGE_SHOWN, arg=image)
+    except PlaywrightTimeout:
+        sys.exit(f"{name}: {address} did not show {waiting_for} within {timeout_s:g} s")
+    page.wait_for_timeout(2000)  # charts draw after their data arrives
+    close = page.get_by_role("button", name="Close")
+    if close.count():  # the assistant side panel hides half the page
+        close.first.click()
+        page.wait_for_timeout(500)
+    expand = page.locator("[role=gridcell] button[data-component-id*=runnamecellrenderer]")
+    if name == "mlflow_runs.png" and expand.count():  # show the pipeline's stage runs
+        expand.first.click()
+        page.evaluate("document.activeElement && document.activeElement.blur()")
+        page.wait_for_timeout(2000)
+    page.screenshot(path=str(path))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--project", type=Path, default=ROOT, help="project whose mlflow.db is shown")
@@ -52,7 +109,7 @@ def main() -> None:
 
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
-    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+    from playwright.sync_api import Error as PlaywrightError
     from playwright.sync_api import sync_playwright
 
     from mnist_cnn.tracking.store import ML_VIEW
@@ -61,71 +118,58 @@ def main() -> None:
     if not db.is_file():
         sys.exit(f"no tracking store at {db}: run `dvc repro` in {args.project} first")
     store = f"sqlite:///{db}"
-    client = MlflowClient(tracking_uri=store)
-    experiment = client.get_experiment_by_name("mnist-cnn")
-    try:
-        champion = client.get_model_version_by_alias("mnist-cnn", "champion")
-    except MlflowException:
-        champion = None
-    if experiment is None or champion is None:
-        sys.exit(f"no mnist-cnn@champion in {store}: run `dvc repro` in {args.project} first")
-    run_id = champion.run_id
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    view = "?" + ML_VIEW  # MLflow 3.17's UI otherwise opens on its GenAI view
-    runs = f"{url}/#/experiments/{experiment.experiment_id}"
-    train_run = client.get_run(run_id).info.run_name
-    # each page with the text it shows once its data is in (before, the UI draws grey placeholders)
-    pages = {
-        "mlflow_runs.png": (f"{runs}/runs{view}", "pipeline-"),
-        "mlflow_run.png": (f"{runs}/runs/{run_id}{view}", "About this run"),
-        "mlflow_charts.png": (f"{runs}/runs/{run_id}/model-metrics{view}", f"{train_run} (epoch/val_accuracy)"),
-        "mlflow_registry.png": (f"{url}/#/models/mnist-cnn{view}", f"Version {champion.version}"),
-        "mlflow_model_card.png": (f"{runs}/runs/{run_id}/artifacts/model_card.md{view}", "mnist-cnn version"),
-        "mlflow_reliability.png": (
-            f"{runs}/runs/{run_id}/artifacts/evaluation/reliability.png{view}",
-            "evaluation/reliability.png",
-        ),
-    }
-    args.out.mkdir(parents=True, exist_ok=True)
+    client = MlflowClient(tracking_uri=store)
+    try:
+        champion = client.get_model_version_by_alias("mnist-cnn", "champion")
+    except MlflowException as e:
+        if e.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        sys.exit(f"no mnist-cnn@champion in {store}: run `dvc repro` in {args.project} first")
+    pages = champion_pages(client, champion, url, "?" + ML_VIEW)  # else the UI opens on its GenAI view
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    # a session of its own: stopping it stops uvicorn and MLflow's job runner with it
     ui = subprocess.Popen(
         ["mlflow", "ui", "--backend-store-uri", store, "-h", "127.0.0.1", "-p", str(port)],
         cwd=args.project,
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     try:
         wait_until_up(f"{url}/health", ui)
-        with sync_playwright() as pw:
+        # all six pages or none: they are shot into a temporary folder beside --out, then moved in
+        with tempfile.TemporaryDirectory(prefix=".screenshots-", dir=args.out.parent) as tmp, sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=args.chromium, args=["--no-sandbox"])
-            for name, (address, ready) in pages.items():
+            for name, (address, ready, image) in pages.items():
                 # a fresh page each: going from one artifact's hash route to another's keeps the first shown
                 page = browser.new_page(viewport={"width": 1400, "height": 900})
-                page.goto(address)
-                try:  # the UI keeps polling, so it is never network-idle: wait for the page's own text
-                    page.get_by_text(ready).first.wait_for(timeout=args.timeout * 1000)
-                    page.wait_for_function(IMAGES_LOADED, timeout=args.timeout * 1000)
-                except PlaywrightTimeout:
-                    sys.exit(f"{name}: {address} did not show {ready!r} within {args.timeout} s")
-                page.wait_for_timeout(2000)  # charts draw after their data arrives
-                close = page.get_by_role("button", name="Close")
-                if close.count():  # the assistant side panel hides half the page
-                    close.first.click()
-                    page.wait_for_timeout(500)
-                expand = page.locator("[role=gridcell] button[data-component-id*=runnamecellrenderer]")
-                if name == "mlflow_runs.png" and expand.count():  # show the pipeline's stage runs
-                    expand.first.click()
-                    page.evaluate("document.activeElement && document.activeElement.blur()")
-                    page.wait_for_timeout(2000)
-                page.screenshot(path=str(args.out / name))
+                try:
+                    shoot(page, name, address, ready, image, Path(tmp) / name, args.timeout)
+                except PlaywrightError as e:
+                    sys.exit(f"{name}: {address}: {str(e).splitlines()[0]} (timeout {args.timeout:g} s)")
                 page.close()
-                print(args.out / name)
             browser.close()
+            args.out.mkdir(exist_ok=True)
+            for name in pages:
+                shutil.move(Path(tmp) / name, args.out / name)
+                print(args.out / name)
     finally:
-        ui.terminate()
-        ui.wait(30)
+        stop(ui)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    except ProcessLookupError:
+        pass
 
 
 if __name__ == "__main__":

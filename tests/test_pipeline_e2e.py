@@ -208,13 +208,16 @@ def test_mlflow_shows_datasets_system_metrics_descriptions_and_the_model_trainin
 
 
 def test_the_readme_screenshot_script_shoots_every_page_of_the_champion(project, tmp_path):
-    """`docs/screenshots.py` (how the README's images are made) over the pipeline's store, in Chromium."""
+    """`docs/screenshots.py` (how the README's images are made) runs over the pipeline's store in
+    Chromium, each page once it shows its data (the script fails naming the page otherwise), and
+    refuses a folder with no store."""
     from matplotlib.image import imread
 
     dest, _, _ = project
     out = tmp_path / "img"
     script = dest / "docs" / "screenshots.py"
-    done = run([sys.executable, str(script), "--project", str(dest), "--out", str(out), "--chromium", chromium()], dest)
+    shots = [sys.executable, str(script), "--project", str(dest), "--out", str(out), "--chromium", chromium()]
+    done = run(shots + ["--timeout", "60"], dest)
     names = {"mlflow_runs", "mlflow_run", "mlflow_charts", "mlflow_registry", "mlflow_model_card", "mlflow_reliability"}
     assert {p.stem for p in out.iterdir()} == names, done.stdout
     for png in out.iterdir():
