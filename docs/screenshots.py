@@ -47,21 +47,25 @@ def wait_until_up(url: str, proc: subprocess.Popen, timeout: float = 120) -> Non
     sys.exit(f"{url} did not answer within {timeout:.0f}s")
 
 
-def champion_pages(client, champion, url: str, view: str) -> dict[str, tuple[str, str | re.Pattern, str | None]]:
+def champion_pages(client, champion, url: str) -> dict[str, tuple[str, str | re.Pattern, str | None]]:
     """Each screenshot's address, the text it shows once its data is in (until then the UI draws grey
     placeholders), and the artifact image it must show, if any."""
+    from mnist_cnn.tracking.store import ML_VIEW, ui_links
+
     run = client.get_run(champion.run_id).info
+    links = ui_links(url, run.experiment_id, champion.name)  # `mnist-cnn ui`'s own links
+    view = "?" + ML_VIEW  # else the UI opens on its GenAI view
     runs = f"{url}/#/experiments/{run.experiment_id}"
     artifact = f"{runs}/runs/{run.run_id}/artifacts"
     return {
-        "mlflow_runs.png": (f"{runs}/runs{view}", re.compile(r"^pipeline-"), None),
+        "mlflow_runs.png": (links["runs"], re.compile(r"^pipeline-"), None),
         "mlflow_run.png": (f"{runs}/runs/{run.run_id}{view}", re.compile(r"^Metrics \(\d+\)$"), None),
         "mlflow_charts.png": (
             f"{runs}/runs/{run.run_id}/model-metrics{view}",
             f"{run.run_name} (epoch/val_accuracy)",
             None,
         ),
-        "mlflow_registry.png": (f"{url}/#/models/mnist-cnn{view}", f"Version {champion.version}", None),
+        "mlflow_registry.png": (links["models"], f"Version {champion.version}", None),
         "mlflow_model_card.png": (f"{artifact}/model_card.md{view}", f"mnist-cnn version {champion.version}", None),
         "mlflow_reliability.png": (
             f"{artifact}/evaluation/reliability.png{view}",
@@ -112,8 +116,6 @@ def main() -> None:
     from playwright.sync_api import Error as PlaywrightError
     from playwright.sync_api import sync_playwright
 
-    from mnist_cnn.tracking.store import ML_VIEW
-
     db = (args.project / "mlflow.db").resolve()
     if not db.is_file():
         sys.exit(f"no tracking store at {db}: run `dvc repro` in {args.project} first")
@@ -127,7 +129,7 @@ def main() -> None:
         if e.error_code != "RESOURCE_DOES_NOT_EXIST":
             raise
         sys.exit(f"no mnist-cnn@champion in {store}: run `dvc repro` in {args.project} first")
-    pages = champion_pages(client, champion, url, "?" + ML_VIEW)  # else the UI opens on its GenAI view
+    pages = champion_pages(client, champion, url)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     # a session of its own: stopping it stops uvicorn and MLflow's job runner with it
